@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import pathlib
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -185,15 +185,16 @@ def _builtin() -> Tokenizer:
   return Tokenizer(hf_tokenizers.Tokenizer.from_str(asset.read_text()))
 
 
-def builtin_corpus() -> Iterable[str]:
-  """The text the built-in tokenizer is trained on: synthetic questions, options, traces."""
+def builtin_corpus() -> Iterator[str]:
+  """The text the built-in tokenizer is trained on: synthetic questions, options, traces, and
+  the prompt's fixed text (chat template, instructions with every CESAR budget)."""
   from cesar_jax import prompts  # pylint: disable=g-import-not-at-top
   from cesar_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  for item in synthetic.text_corpus():
-    yield prompts.format_question(item["question"], item["choices"])
-    yield prompts.format_question(item["question"], item["choices"], think_budget=50)
-    yield item["trace"]
-    yield from item.get("rewordings", ())
+  yield f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nAudio 1: "
+  for budget in (None, *range(0, 251, 25)):
+    yield prompts.format_question("Question?", ["first", "second"], think_budget=budget)
+  for trace_times in (True, False):
+    yield from synthetic.corpus("train", num_examples=2000, seed=0, trace_times=trace_times)
 
 
 def _main() -> None:
