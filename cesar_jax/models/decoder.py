@@ -1,0 +1,257 @@
+"""Qwen2 decoder in Flax NNX (transformers `Qwen2Model` + LM head) with a static-shape KV cache.
+
+Architecture (exactly HF's): token embedding; per layer x + attn(RMSNorm(x)), x + mlp(RMSNorm(x))
+with GQA attention (q/k/v biased, o unbiased, RoPE with `rope_theta`, scale head_dim**-0.5) and
+a SwiGLU MLP (down(silu(gate(x)) * up(x))); final RMSNorm (computed in float32, as HF); LM head
+tied to the embedding or separate. Logits are float32 whatever the compute dtype.
+
+Positions. Padding is on the left for prompts. A token's RoPE position is the number of real
+tokens before it (`cumsum(mask) - 1`, 0 on padding), which is what `generate` computes in
+transformers; HF's plain forward with `position_ids=None` uses 0..T-1 instead, which equals ours
+whenever there is no left padding (pass `positions` to override).
+
+KV cache API (everything static-shape, traced indices, no Python loop over tokens):
+
+  cache = init_cache(cfg, batch_size=B, max_length=S, dtype=jnp.bfloat16)   # KVCache of zeros
+  hidden, cache = decoder.prefill(embeds[B, T], attention_mask[B, T], cache)  # fresh cache only
+  hidden, cache = decoder.extend(embeds[B, 1], attention_mask[B, 1], cache)   # one decode step
+  logits = decoder.logits(hidden[:, -1])                                       # f32[B, V]
+
+`KVCache` is a pytree (`flax.struct.dataclass`): per layer `k[i]`, `v[i]`: [B, S, H_kv, D];
+`mask`: bool[B, S] (slot holds a real token); `next_position`: int32[B] (RoPE position of the
+next real token per row); `index`: int32[] (next slot to write, shared by all rows). `prefill`
+attends among the T prompt tokens only and writes slots [0, T); `extend` writes T new tokens
+at `index` (a traced scalar, `lax.dynamic_update_slice`) and attends over all S slots under
+the cache mask and causality. It works inside `jax.lax.while_loop` and the cache may be
+donated to a jitted step. The caller sizes S >= prompt length + new tokens: writes past the
+end are clamped by XLA onto the last slots, silently.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cesar_jax.models.audio_encoder import INIT_STD, dense, param_meta
+from cesar_jax.models.config import DecoderConfig
+from cesar_jax.parallel.mesh import constrain
+
+# Residual stream [B, T, E]: batch-sharded, width replicated (a no-op without a mesh context).
+RESIDUAL = ("batch", None, None)
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Decoder KV cache; see the module docstring. k, v: tuples over layers of [B, S, H_kv, D]."""
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
+  mask: jax.Array           # bool[B, S]
+  next_position: jax.Array  # int32[B]
+  index: jax.Array          # int32[]
+
+  @property
+  def max_length(self) -> int:
+    return self.mask.shape[1]
+
+
+def init_cache(cfg: DecoderConfig, batch_size: int, max_length: int,
+               dtype=jnp.float32) -> KVCache:
+  """An empty cache for `batch_size` rows of `max_length` slots."""
+  shape = (batch_size, max_length, cfg.num_key_value_heads, cfg.kv_head_dim)
+  zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
+  return KVCache(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in zeros),
+                 mask=jnp.zeros((batch_size, max_length), bool),
+                 next_position=jnp.zeros((batch_size,), jnp.int32),
+                 index=jnp.zeros((), jnp.int32))
+
+
+def positions_from_mask(attention_mask: jax.Array, start: jax.Array | int = 0) -> jax.Array:
+  """int32[B, T]: start + number of real tokens before each one; 0 on padding (HF `generate`)."""
+  mask = attention_mask.astype(jnp.int32)
+  pos = jnp.asarray(start, jnp.int32)[..., None] + jnp.cumsum(mask, axis=-1) - 1
+  return jnp.where(mask > 0, pos, 0)
+
+
+def rope_tables(positions: jax.Array, head_dim: int, theta: float, dtype) -> tuple[jax.Array, jax.Array]:
+  """cos, sin [B, T, 1, head_dim] (HF default RoPE: frequencies repeated on both halves)."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+  return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """x: [B, T, H, D] -> x * cos + rotate_half(x) * sin."""
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  return x * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+class RMSNorm(nnx.Module):
+  """Qwen2RMSNorm: normalise in float32, cast back, then multiply by the weight."""
+
+  def __init__(self, dim: int, eps: float, *, param_dtype=jnp.float32):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype), **param_meta("norm"))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.scale[...].astype(x.dtype) * y.astype(x.dtype)
+
+
+class Attention(nnx.Module):
+  """GQA self-attention with RoPE; optionally reads/writes a layer's KV cache."""
+
+  def __init__(self, cfg: DecoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    e, self.n, self.kv, self.d = (cfg.hidden_size, cfg.num_attention_heads,
+                                  cfg.num_key_value_heads, cfg.kv_head_dim)
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.q_proj = dense(e, self.n * self.d, ("embed", "heads"), use_bias=True, **kw)
+    self.k_proj = dense(e, self.kv * self.d, ("embed", "kv_heads"), use_bias=True, **kw)
+    self.v_proj = dense(e, self.kv * self.d, ("embed", "kv_heads"), use_bias=True, **kw)
+    self.o_proj = dense(self.n * self.d, e, ("heads", "embed"), use_bias=False, **kw)
+
+  def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
+               kv: tuple[jax.Array, jax.Array] | None = None, index: jax.Array | None = None):
+    """x: [B, T, E]; mask: bool[B, 1, T, S]. Without `kv`, S = T and the new (k, v) [B, T, H_kv, D]
+    are returned; with `kv` (cache arrays [B, S, H_kv, D]) the new keys are written at `index`
+    and the updated cache arrays are returned. Returns (out [B, T, E], (k, v))."""
+    b, t, _ = x.shape
+    q = apply_rope(self.q_proj(x).reshape(b, t, self.n, self.d), cos, sin)
+    k = apply_rope(self.k_proj(x).reshape(b, t, self.kv, self.d), cos, sin)
+    v = self.v_proj(x).reshape(b, t, self.kv, self.d)
+    if kv is not None:
+      start = (0, index, 0, 0)
+      k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
+      v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
+    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
+                                       scale=self.d**-0.5)
+    return self.o_proj(out.reshape(b, t, self.n * self.d)), (k, v)
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x)), no biases."""
+
+  def __init__(self, cfg: DecoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    e, m, kw = cfg.hidden_size, cfg.intermediate_size, dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.gate_proj = dense(e, m, ("embed", "mlp"), use_bias=False, **kw)
+    self.up_proj = dense(e, m, ("embed", "mlp"), use_bias=False, **kw)
+    self.down_proj = dense(m, e, ("mlp", "embed"), use_bias=False, **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+  def __init__(self, cfg: DecoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.self_attn = Attention(cfg, **kw)
+    self.mlp = MLP(cfg, **kw)
+    self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+    self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+
+  def __call__(self, x, cos, sin, mask, kv=None, index=None):
+    h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, index)
+    x = x + h
+    return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+
+class Decoder(nnx.Module):
+  """Qwen2 language model with its LM head. Takes embeddings (so audio can be spliced in)."""
+
+  def __init__(self, cfg: DecoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.config = cfg
+    self.dtype = dtype
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.embed_tokens = nnx.Embed(
+        cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
+        embedding_init=nnx.initializers.normal(INIT_STD),
+        embedding_metadata=param_meta("vocab", "embed"), rngs=rngs)
+    self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_hidden_layers)])
+    self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
+    self.lm_head = (None if cfg.tie_word_embeddings else
+                    dense(cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), use_bias=False, **kw))
+
+  def embed(self, input_ids: jax.Array) -> jax.Array:
+    """int[B, T] -> [B, T, E] in the compute dtype."""
+    return self.embed_tokens(input_ids)
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """[..., E] (final-normed) -> f32[..., V]; the product accumulates in float32."""
+    h = hidden.astype(self.dtype)
+    if self.lm_head is None:
+      table = self.embed_tokens.embedding[...].astype(self.dtype)
+      return jnp.einsum("...e,ve->...v", h, table, preferred_element_type=jnp.float32)
+    kernel = self.lm_head.kernel[...].astype(self.dtype)
+    return jnp.einsum("...e,ev->...v", h, kernel, preferred_element_type=jnp.float32)
+
+  def _rope(self, positions):
+    return rope_tables(positions, self.config.kv_head_dim, self.config.rope_theta, self.dtype)
+
+  def __call__(self, embeds: jax.Array, attention_mask: jax.Array | None = None,
+               positions: jax.Array | None = None) -> jax.Array:
+    """Full causal forward. embeds: [B, T, E]; attention_mask: int/bool[B, T] (1 = real token,
+    None = all real); positions: int[B, T] (default `positions_from_mask`).
+    Returns the final-normed hidden states [B, T, E]."""
+    b, t, _ = embeds.shape
+    am = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
+    positions = positions_from_mask(am) if positions is None else positions
+    cos, sin = self._rope(positions)
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    mask = (causal[None] & am[:, None, :])[:, None]  # [B, 1, T, T]
+    x = constrain(embeds.astype(self.dtype), RESIDUAL)
+    for layer in self.layers:
+      x, _ = layer(x, cos, sin, mask)
+      x = constrain(x, RESIDUAL)
+    return self.norm(x)
+
+  def prefill(self, embeds: jax.Array, attention_mask: jax.Array,
+              cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Run T (left-padded) prompt tokens into a FRESH cache (index 0): attention among the T
+    tokens only, keys/values written to slots [0, T). Returns (hidden [B, T, E], cache)."""
+    b, t, _ = embeds.shape
+    if t > cache.max_length:
+      raise ValueError(f"prefill: prompt length {t} exceeds the cache length {cache.max_length}")
+    am = attention_mask.astype(bool)
+    cos, sin = self._rope(positions_from_mask(am))
+    mask = (jnp.tril(jnp.ones((t, t), bool))[None] & am[:, None, :])[:, None]
+    x = constrain(embeds.astype(self.dtype), RESIDUAL)
+    ks, vs = [], []
+    for i, layer in enumerate(self.layers):
+      x, (k, v) = layer(x, cos, sin, mask)
+      x = constrain(x, RESIDUAL)
+      ks.append(jax.lax.dynamic_update_slice(cache.k[i], k.astype(cache.k[i].dtype), (0, 0, 0, 0)))
+      vs.append(jax.lax.dynamic_update_slice(cache.v[i], v.astype(cache.v[i].dtype), (0, 0, 0, 0)))
+    new_mask = jax.lax.dynamic_update_slice(jnp.zeros_like(cache.mask), am, (0, 0))
+    cache = KVCache(k=tuple(ks), v=tuple(vs), mask=new_mask,
+                    next_position=jnp.sum(am, axis=1, dtype=jnp.int32),
+                    index=jnp.asarray(t, jnp.int32))
+    return self.norm(x), cache
+
+  def extend(self, embeds: jax.Array, attention_mask: jax.Array,
+             cache: KVCache) -> tuple[jax.Array, KVCache]:
+    """Append T tokens (T = 1 for a decode step) at `cache.index`, attending over the cache.
+    attention_mask: int/bool[B, T] (0 = a slot that stays masked, e.g. a finished row).
+    Returns (hidden [B, T, E], cache)."""
+    b, t, _ = embeds.shape
+    am = attention_mask.astype(bool)
+    index = cache.index
+    cos, sin = self._rope(positions_from_mask(am, cache.next_position))
+    new_mask = jax.lax.dynamic_update_slice(cache.mask, am, (0, index))
+    slots = jnp.arange(cache.max_length)
+    causal = slots[None, :] <= index + jnp.arange(t)[:, None]  # [T, S]
+    mask = (causal[None] & new_mask[:, None, :])[:, None]  # [B, 1, T, S]
+    x = constrain(embeds.astype(self.dtype), RESIDUAL)
+    ks, vs = [], []
+    for i, layer in enumerate(self.layers):
+      x, (k, v) = layer(x, cos, sin, mask, (cache.k[i], cache.v[i]), index)
+      x = constrain(x, RESIDUAL)
+      ks.append(k)
+      vs.append(v)
+    cache = KVCache(k=tuple(ks), v=tuple(vs), mask=new_mask,
+                    next_position=cache.next_position + jnp.sum(am, axis=1, dtype=jnp.int32),
+                    index=index + t)
+    return self.norm(x), cache

@@ -1,0 +1,147 @@
+"""One device mesh ('data', 'fsdp', 'tensor') and THE rule table from logical axis names to it.
+
+Model parameters carry logical axis names in their `out_sharding` metadata (set in
+cesar_jax/models/*, never sharded at creation). `LOGICAL_RULES` maps each name to mesh axes;
+a mesh axis that does not divide the dimension (or is already used by another dimension of
+the same array) is dropped for that array, so any config runs on any mesh, replicated where
+it must be.
+
+  mesh = make_mesh((1, 4, 2))                           # ('data', 'fsdp', 'tensor')
+  model = shard_model(model, mesh)                      # params placed on the mesh
+  shardings = state_shardings(nnx.state(model), mesh)   # for jit in/out_shardings
+  batch = jax.device_put(x, batch_sharding(mesh, x.shape))
+  cache_sh = cache_shardings(cache, mesh)               # a KVCache of NamedShardings
+  with jax.set_mesh(mesh): ...                          # models also constrain activations
+
+Logical names used by the models: batch, embed, vocab, heads, kv_heads, mlp, norm; None
+means replicated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axes (a name, a tuple of names, or None = replicated).
+LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),  # activations and batches: data parallel over both axes
+    ("embed", "fsdp"),            # model width: parameters sharded FSDP-style
+    ("vocab", "tensor"),
+    ("heads", "tensor"),          # flattened heads * head_dim of q / o (and encoder attention)
+    ("kv_heads", "tensor"),       # flattened kv_heads * head_dim of k / v; cache kv heads
+    ("mlp", "tensor"),
+    ("norm", None),
+    ("length", None),
+)
+
+
+def make_mesh(shape: Sequence[int], axis_names: Sequence[str] = MESH_AXES,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh with Auto axes (JAX 0.10's default Explicit axes break with_sharding_constraint).
+
+  One entry of `shape` may be -1: it takes all remaining devices, e.g. (1, -1, 1) = pure FSDP.
+  """
+  devices = jax.devices() if devices is None else list(devices)
+  shape = list(shape)
+  if len(shape) != len(axis_names):
+    raise ValueError(f"make_mesh: shape {shape} and axis_names {tuple(axis_names)} differ in length")
+  if shape.count(-1) > 1:
+    raise ValueError(f"make_mesh: at most one -1 in shape {shape}")
+  if -1 in shape:
+    rest = math.prod(s for s in shape if s != -1)
+    shape[shape.index(-1)] = len(devices) // rest
+  if math.prod(shape) != len(devices):
+    raise ValueError(f"make_mesh: shape {tuple(shape)} needs {math.prod(shape)} devices, "
+                     f"{len(devices)} are given")
+  return jax.make_mesh(tuple(shape), tuple(axis_names), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(shape))
+
+
+def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
+                    rules=LOGICAL_RULES) -> PartitionSpec:
+  """PartitionSpec for an array of `shape` whose dims carry logical `names`.
+
+  Per dim, the rule's mesh axes are kept in order while their product divides the dim; axes
+  absent from the mesh, of size 1, or already used by an earlier dim are skipped.
+  """
+  table = dict(rules)
+  if len(names) != len(shape):
+    raise ValueError(f"logical names {tuple(names)} do not match shape {tuple(shape)}")
+  used: set[str] = set()
+  spec = []
+  for name, dim in zip(names, shape):
+    target = table.get(name) if name is not None else None
+    axes = (target,) if isinstance(target, str) else tuple(target or ())
+    kept, size = [], 1
+    for axis in axes:
+      n = mesh.shape.get(axis, 1)
+      if axis in used or n == 1 or dim % (size * n):
+        continue
+      kept.append(axis)
+      size *= n
+    used.update(kept)
+    spec.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+  return PartitionSpec(*spec)
+
+
+def variable_sharding(variable: nnx.Variable, mesh: Mesh, rules=LOGICAL_RULES) -> NamedSharding:
+  """NamedSharding of one Variable from its `out_sharding` logical names (replicated without)."""
+  value = variable.get_value() if hasattr(variable, "get_value") else variable.value
+  names = variable.get_metadata().get("out_sharding") or (None,) * len(value.shape)
+  return NamedSharding(mesh, logical_to_spec(names, value.shape, mesh, rules))
+
+
+def state_shardings(state: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+  """The tree of `state` (an nnx.State, abstract or concrete) with a NamedSharding per Variable."""
+  return jax.tree.map(
+      lambda v: v.replace(variable_sharding(v, mesh, rules)) if isinstance(v, nnx.Variable)
+      else NamedSharding(mesh, PartitionSpec()),
+      state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Module:
+  """Place every Variable of `model` on `mesh` by the rule table (in place); returns the model."""
+  state = nnx.state(model)
+  shardings = state_shardings(state, mesh, rules)
+  nnx.update(model, jax.device_put(state, shardings))
+  return model
+
+
+def batch_sharding(mesh: Mesh, shape: Sequence[int], rules=LOGICAL_RULES) -> NamedSharding:
+  """Shard dim 0 over ('data', 'fsdp') (as far as it divides), replicate the rest."""
+  names = ("batch",) + (None,) * (len(shape) - 1)
+  return NamedSharding(mesh, logical_to_spec(names, shape, mesh, rules))
+
+
+def cache_shardings(cache: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+  """Shardings for a decoder KVCache: k/v [B, S, H_kv, D] by batch and kv heads."""
+  def kv(x):
+    return NamedSharding(mesh, logical_to_spec(("batch", "length", "kv_heads", None), x.shape, mesh, rules))
+  return cache.replace(
+      k=tuple(kv(x) for x in cache.k), v=tuple(kv(x) for x in cache.v),
+      mask=batch_sharding(mesh, cache.mask.shape, rules),
+      next_position=batch_sharding(mesh, cache.next_position.shape, rules),
+      index=NamedSharding(mesh, PartitionSpec()))
+
+
+def constrain(x: jax.Array, names: Sequence[str | None], rules=LOGICAL_RULES) -> jax.Array:
+  """Sharding constraint on an activation by logical names, under `jax.set_mesh(mesh)` only.
+
+  Without a mesh context this is the identity, so models run unchanged on one device.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh, rules))
+
+
+def put_sharded(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host array, each process materialising only its own shards."""
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
