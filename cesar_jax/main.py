@@ -17,12 +17,11 @@ from ml_collections import config_flags
 from cesar_jax import config as config_lib
 from cesar_jax.parallel import distributed
 
-# Each job is `run(config, workdir)`, imported only when chosen (so `forward` needs no trainer).
+# Each job is `run(config, workdir)`, imported only when chosen.
 JOBS = {
-    "forward": "cesar_jax.jobs:forward",
     "sft": "cesar_jax.sft:run",
     "grpo": "cesar_jax.rl.trainer:run",
-    "eval_scaling": "cesar_jax.eval.sweep:run",
+    "eval_scaling": "cesar_jax.eval.evaluate:run",
     "demo": "cesar_jax.demo:run",
 }
 

@@ -1,0 +1,146 @@
+"""The `eval_scaling` job: load models, sweep think budgets, write the report.
+
+    python -m cesar_jax.main --config=configs/eval_scaling.py --config.checkpoint=RUN_DIR \
+        --workdir=EVAL_DIR
+
+`config.checkpoint` is one run workdir, or several as `name=DIR,name=DIR` (one figure, one
+report). Items come from the synthetic test split (with ground-truth events, so perception is
+scored too) or from MMAU / MMAR metadata plus a local audio directory.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from absl import logging
+
+from cesar_jax import metrics as metrics_lib
+from cesar_jax import model_store
+from cesar_jax.data import audio_io, mmar, mmau, synthetic
+from cesar_jax.eval import perception, report, scaling, scoring, sweep
+from cesar_jax.parallel import mesh as mesh_lib
+from cesar_jax.sampling import sampler as sampler_lib
+
+BENCHMARK_READERS = {"mmau": mmau.read, "mmar": mmar.read}
+# Item fields (synthetic items and `records.Record`s alike) the accuracy is broken down by.
+BREAKDOWN_KEYS = ("task", "category", "sub_category", "difficulty")
+
+
+def parse_checkpoints(spec: str) -> dict[str, str]:
+  """`DIR` or `name=DIR,name=DIR` -> {name: DIR} (a bare DIR is named by its folder)."""
+  out = {}
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    name, sep, path = part.partition("=")
+    if not sep:
+      name, path = pathlib.Path(part).name, part
+    if name in out:
+      raise ValueError(f"config.checkpoint names model {name!r} twice")
+    out[name] = path
+  if not out:
+    raise ValueError("config.checkpoint is empty: give a run workdir or name=DIR,name=DIR")
+  return out
+
+
+def load_items(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+  """Evaluation items (dicts with audio, question, choices, answer, and events if known)."""
+  if data["name"] == "synthetic":
+    opts = dict(data["synthetic"])
+    if data["question_types"]:
+      opts["question_types"] = tuple(data["question_types"])
+    if data["tasks"]:
+      opts["tasks"] = tuple(data["tasks"])
+    return list(synthetic.generate(data["split"], data["num_examples"], data["seed"], **opts))
+  if data["name"] not in BENCHMARK_READERS:
+    raise ValueError(f"config.data.name={data['name']!r}: choose synthetic, "
+                     f"{', '.join(BENCHMARK_READERS)}")
+  if not data["path"]:
+    raise ValueError(f"config.data.path: the {data['name']} metadata file is required")
+  loaded = BENCHMARK_READERS[data["name"]](data["path"], data["audio_dir"] or None,
+                                           skip_bad_records=data["skip_bad_records"])
+  loaded.report.log()
+  records = loaded.records[:data["num_examples"]] if data["num_examples"] else loaded.records
+  return [dict(r.metadata(), audio=audio_io.load_audio(r.audio_path)) for r in records]
+
+
+def sweep_config(config) -> sweep.SweepConfig:
+  e = config.eval
+  return sweep.SweepConfig(budgets=tuple(e.budgets), mode=e.budget_mode,
+                           num_samples=e.num_samples, items_per_call=e.items_per_call,
+                           temperature=e.temperature, greedy=e.greedy,
+                           n_mels=config.data.n_mels, chunk_seconds=config.data.chunk_seconds,
+                           seed=config.seed)
+
+
+def perception_summary(out: sweep.SweepOutput, num_bins: int = 6) -> dict[str, Any] | None:
+  """Perception accuracy (claim precision of a chain) against think length, where known."""
+  has = ~np.isnan(out.perception_precision)
+  if not has.any():
+    return None
+  lengths = out.results.think_tokens[has]
+  curve = perception.accuracy_by_length(lengths, out.perception_precision[has],
+                                        num_bins=num_bins)
+  recall = out.perception_recall[~np.isnan(out.perception_recall)]
+  return {"bin_centers": curve["bin_centers"], "accuracy": curve["mean"],
+          "counts": curve["count"], "precision": float(out.perception_precision[has].mean()),
+          "recall": float(recall.mean()) if recall.size else float("nan")}
+
+
+def evaluate_model(name: str, workdir: str, items: Sequence[Mapping[str, Any]], config,
+                   mesh=None) -> dict[str, Any]:
+  """Sweeps one trained model; returns the report entry (curve, perception, breakdown...)."""
+  model, run_config = model_store.restore_model(workdir, mesh=mesh)
+  tokenizer = model_store.load_tokenizer("", workdir)
+  cfg = sweep_config(config)
+  sampler_config = sampler_lib.SamplerConfig.from_tokenizer(
+      tokenizer, max_new_tokens=config.eval.max_new_tokens, budget_mode=cfg.mode,
+      prompt_buckets=tuple(config.data.buckets))
+  t0 = time.perf_counter()
+  out = sweep.run_sweep(model, tokenizer, items, sampler_config, cfg, mesh=mesh)
+  curve = scaling.scaling_curve(out.results, num_resamples=config.eval.num_resamples,
+                                seed=config.seed)
+  logging.info("%s: swept %d completions in %.1f s; accuracy by budget %s", name,
+               len(out.completions), time.perf_counter() - t0,
+               dict(zip(curve.budgets.tolist(), np.round(curve.accuracy, 1).tolist())))
+  entry: dict[str, Any] = {"curve": curve}
+  metrics = pathlib.Path(workdir) / "metrics.jsonl"
+  if metrics.is_file() and any(k.startswith("reward/") for row in metrics_lib.read_jsonl(metrics)
+                               for k in row):
+    entry["metrics"] = str(metrics)  # A GRPO run: its reward components go in the report.
+  if (p := perception_summary(out)) is not None:
+    entry["perception"] = p
+  best = out.results.budget == curve.sweet_spot
+  first = best & (out.results.sample == 0)
+  entry["breakdown"] = scoring.accuracy_breakdown(
+      [items[i] for i in out.results.item[first]], out.results.correct[first],
+      keys=BREAKDOWN_KEYS)
+  if config.eval.natural_samples:
+    nat_cfg = sweep.SweepConfig(**{**cfg.__dict__, "num_samples": config.eval.natural_samples})
+    nat = sweep.run_sweep(model, tokenizer, items, sampler_config, nat_cfg, budgets=[None],
+                          mesh=mesh)
+    entry["natural_overthinking"] = scaling.natural_overthinking(
+        nat.results.item, nat.results.correct, nat.results.think_tokens,
+        num_resamples=config.eval.num_resamples, seed=config.seed)
+  del run_config
+  return entry
+
+
+def evaluate(checkpoints: Mapping[str, str], config, workdir: str) -> dict[str, Any]:
+  """Sweeps every named model on the same items and writes one report into `workdir`."""
+  mesh = mesh_lib.make_mesh(tuple(config.mesh.shape), mesh_lib.MESH_AXES)
+  items = load_items(config.data)
+  logging.info("evaluating %d models on %d items (%s)", len(checkpoints), len(items),
+               config.data.name)
+  entries = {name: evaluate_model(name, path, items, config, mesh)
+             for name, path in checkpoints.items()}
+  return report.write_report(workdir, entries)
+
+
+def run(config, workdir: str) -> None:
+  result = evaluate(parse_checkpoints(config.checkpoint), config, workdir)
+  for name, m in result["models"].items():
+    logging.info("%s: slope %+.4f points/token (95%% CI %s), sweet spot %s", name,
+                 m["slope_per_token"] or float("nan"), m["slope_ci"], m["sweet_spot"])
+  print(f"report: {pathlib.Path(workdir) / 'report.md'}")

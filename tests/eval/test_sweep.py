@@ -1,0 +1,81 @@
+"""The budget sweep: row bookkeeping against direct sampler calls, scoring, perception summary."""
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from cesar_jax import tokenizers
+from cesar_jax.data import synthetic
+from cesar_jax.eval import evaluate, scaling, scoring, sweep
+from cesar_jax.models import audio_lm
+from cesar_jax.models import config as model_config
+from cesar_jax.sampling import sampler as sampler_lib
+
+CLIP = 2.0
+
+
+@pytest.fixture(scope="module")
+def setup():
+  tok = tokenizers.Tokenizer.builtin()
+  cfg = model_config.preset("tiny", vocab_size=tok.vocab_size, audio_token_id=tok.audio_id,
+                            encoder_layers=1, max_source_positions=100)
+  model = audio_lm.AudioLM(cfg, rngs=nnx.Rngs(3))
+  items = list(synthetic.generate("test", 3, 0, question_types=synthetic.DEMO_QUESTION_TYPES,
+                                  clip_seconds=CLIP, trace_times=False))
+  return tok, model, items
+
+
+def _sampler_config(tok, mode):
+  return sampler_lib.SamplerConfig.from_tokenizer(tok, max_new_tokens=12, budget_mode=mode,
+                                                  prompt_buckets=(192,))
+
+
+@pytest.mark.parametrize("mode", ["forced", "prompted"])
+def test_rows_match_direct_greedy_sampling(setup, mode):
+  tok, model, items = setup
+  cfg = sweep.SweepConfig(budgets=(0, 2, 5), mode=mode, num_samples=2, items_per_call=2,
+                          greedy=True, chunk_seconds=CLIP)
+  out = sweep.run_sweep(model, tok, items, _sampler_config(tok, mode), cfg)
+  r = out.results
+  assert len(r.item) == len(items) * 3 * 2 == len(out.completions)
+  np.testing.assert_array_equal(r.item, np.repeat(np.arange(3), 6))
+  np.testing.assert_array_equal(r.budget, np.tile(np.repeat([0, 2, 5], 2), 3))
+  np.testing.assert_array_equal(r.sample, np.tile([0, 1], 9))
+  # Each row is what the sampler gives for that item and budget alone (greedy: deterministic).
+  for row in (0, 3, 5, 8, 16):
+    i, b = int(r.item[row]), int(r.budget[row])
+    alone = sweep.run_sweep(model, tok, [items[i]], _sampler_config(tok, mode),
+                            sweep.SweepConfig(**{**cfg.__dict__, "num_samples": 1}), budgets=[b])
+    assert alone.completions[0] == out.completions[row]
+    assert alone.results.think_tokens[0] == r.think_tokens[row]
+  if mode == "forced":
+    assert np.all(r.think_tokens <= r.budget)
+  expected = [scoring.score(scoring.extract_answer(c), items[i]["answer"], items[i]["choices"])
+              for c, i in zip(out.completions, r.item)]
+  np.testing.assert_array_equal(r.correct, expected)
+
+
+def test_perception_summary_bins_chains_with_claims():
+  n = 6
+  results = scaling.SweepResults(item=np.arange(n), budget=np.zeros(n, int), sample=np.zeros(n, int),
+                                 correct=np.ones(n, bool),
+                                 think_tokens=np.array([5, 5, 15, 15, 25, 25]))
+  out = sweep.SweepOutput(results, [""] * n,
+                          perception_precision=np.array([1, 1, 0.5, np.nan, 0, 0], np.float32),
+                          perception_recall=np.array([1, 1, 1, 0, 0, 0], np.float32))
+  summary = evaluate.perception_summary(out, num_bins=3)
+  assert summary["precision"] == pytest.approx(2.5 / 5)
+  assert summary["recall"] == pytest.approx(0.5)
+  counts = np.asarray(summary["counts"])
+  assert counts.sum() == 5
+  means = np.asarray(summary["accuracy"])[counts > 0]
+  np.testing.assert_allclose(means, [1.0, 0.5, 0.0])
+
+
+def test_parse_checkpoints():
+  assert evaluate.parse_checkpoints("runs/a") == {"a": "runs/a"}
+  assert evaluate.parse_checkpoints("x=runs/a, y=runs/b") == {"x": "runs/a", "y": "runs/b"}
+  with pytest.raises(ValueError, match="twice"):
+    evaluate.parse_checkpoints("x=a,x=b")
+  with pytest.raises(ValueError, match="empty"):
+    evaluate.parse_checkpoints("")
