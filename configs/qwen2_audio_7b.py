@@ -1,0 +1,59 @@
+r"""Qwen2-Audio-7B(-Instruct) at its real shape: the base of the 7B recipes.
+
+The model section is the `qwen2_audio_7b` preset (Chu et al. 2024, arXiv 2407.10759: Whisper-
+large-v3 encoder, 32 decoder layers of width 4096, 156,032-entry vocabulary) in bfloat16, read
+from a Hugging Face checkpoint directory; the tokenizer is that directory's tokenizer.json.
+Audio is Whisper's 30 s window with 128 mels (750 audio tokens), so prompts go to 1024 tokens.
+
+The default job is the lead's "forward" (one forward pass, a check that the checkpoint loads
+and runs on the mesh); `job=grpo` / `job=sft` train with this file's defaults, but the recipes
+are configs/qwen2_audio_7b_r1aqa.py and configs/qwen2_audio_7b_cesar.py.
+
+  python -m cesar_jax.main \
+      --config=configs/qwen2_audio_7b.py:init_from=/ckpt/Qwen2-Audio-7B-Instruct \
+      --workdir=/tmp/q7b_forward
+
+Needs an accelerator host (bf16 weights alone are ~16 GB; training needs FSDP over 8+ chips:
+launch/tpu_pod.sh). Not run on CPU.
+"""
+
+import pathlib
+import sys
+
+_ROOT = str(pathlib.Path(__file__).resolve().parents[1])  # the repo root, for `configs.common`
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+from cesar_jax import config as config_lib  # noqa: E402
+from configs import common  # noqa: E402
+
+
+def make(arg, *, job: str, steps: int, reward_preset: str):
+  """The 7B base config (shared by the recipe files); `arg` from `parse_arg`."""
+  config = common.base(job=job, steps=steps, reward_preset=reward_preset,
+                       model_preset="qwen2_audio_7b")
+  config.init_from = arg.init_from  # a HF directory: config.json + safetensors + tokenizer.json
+  config.log_every = 1
+  config.checkpoint_every = 50
+
+  # Model section: bfloat16 parameters and activations (logits stay float32).
+  config.model = common.model("qwen2_audio_7b", dtype="bfloat16", param_dtype="bfloat16")
+
+  # Mesh section: FSDP over every chip.
+  config.mesh.shape = (1, -1, 1)
+
+  # Data section: AVQA in R1-AQA's format, prepared with cesar_jax.data.builders.
+  config.data.name = "avqa"
+  config.data.dir = arg.data_dir
+  config.data.split = "train"
+  config.data.chunk_seconds = 30.0
+  config.data.n_mels = 128
+  config.data.buckets = (1024,)  # 750 audio tokens + the question and options
+  config.data.worker_count = 4
+  return config
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, job="forward", steps=100, init_from="", data_dir="")
+  config = make(arg, job=arg.job, steps=arg.steps, reward_preset="cesar")
+  config.lock()
+  return config
