@@ -35,7 +35,7 @@ def get_config(arg=None):
   config.stages = {}
 
   # SFT stage: the tiny model from scratch on traces.
-  config.stages.sft = synthetic_tiny.get_config(f"job=sft,sft_steps={300 * s},examples={512 * s}")
+  config.stages.sft = synthetic_tiny.get_config(f"job=sft,sft_steps={160 * s},examples={512 * s}")
 
   # GRPO stages: identical but for the reward preset.
   for reward in ("outcome", "cesar"):

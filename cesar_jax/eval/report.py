@@ -135,7 +135,8 @@ def _markdown(models: Mapping[str, dict[str, Any]], figures: Mapping[str, str]) 
   with_perception = {n: m["perception"] for n, m in models.items() if "perception" in m}
   if with_perception:
     lines += ["## Perception", "", "| model | precision | recall |", "|---|---|---|"]
-    lines += [f"| {n} | {100 * p['precision']:.1f}% | {100 * p['recall']:.1f}% |"
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # None: no chain made a claim.
+    lines += [f"| {n} | {pct(p['precision'])} | {pct(p['recall'])} |"
               for n, p in with_perception.items()]
     lines += ["", f"![perception vs think length]({figures['perception']})", ""]
   if "natural_overthinking" in figures:
@@ -181,17 +182,18 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any]) -> 
   plots.plot_slopes(curves, os.path.join(workdir, figures["slopes"]))
 
   report_models: dict[str, dict[str, Any]] = {}
+  perception: dict[str, dict[str, Any]] = {}  # NaN for empty bins (plots); None in the JSON.
   for name, e in entries.items():
     m = _jsonable(e["curve"])
     if "perception" in e:
-      m["perception"] = normalize_perception(e["perception"], name)
+      perception[name] = normalize_perception(e["perception"], name)
+      m["perception"] = _jsonable(perception[name])
     if "natural_overthinking" in e:
       m["natural_overthinking"] = _jsonable(e["natural_overthinking"])
     if "breakdown" in e:
       m["breakdown"] = _jsonable(e["breakdown"])
     report_models[name] = m
 
-  perception = {n: m["perception"] for n, m in report_models.items() if "perception" in m}
   if perception:
     figures["perception"] = "perception_vs_think_length.png"
     plots.plot_perception(perception, os.path.join(workdir, figures["perception"]))
