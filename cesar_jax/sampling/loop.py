@@ -1,0 +1,154 @@
+"""The sampler's two jitted bodies as pure functions: prefill, and the while-loop decode.
+
+    prefill(graphdef, params, batch, num_samples, max_new_tokens) -> (logits f32[B*G, V], cache)
+    decode(graphdef, params, logits, cache, controls, ...) -> (Samples, cache)
+
+Prefill encodes each prompt's audio once and runs the B left-padded prompts into a cache of
+`P + max_new_tokens` slots, then repeats the cache (and the last-position logits) G times, so
+the G samples of a GRPO group share one prefill. Decode selects the first token from those
+logits, then loops `model.decode_step` + selection in a `lax.while_loop` that stops when every
+row has finished or `controls.max_new_tokens` tokens were emitted. Every control (budgets,
+temperature, top-p, top-k, stop ids, max new tokens, the key) is a traced array.
+
+The step-t token of row n uses the key `fold_in(key, t)`; each row draws from it by its index
+in the batch, and threefry is partitionable, so the result does not depend on the mesh.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cesar_jax.models import decoder as decoder_lib
+from cesar_jax.sampling import budgets as budgets_lib
+from cesar_jax.sampling import decoding
+from cesar_jax.sampling import samples as samples_lib
+from cesar_jax.sampling.batching import PromptBatch
+
+
+@flax.struct.dataclass
+class Controls:
+  """Traced per-call controls of the decode loop (N = B * G rows).
+
+  Attributes:
+    budgets: int32[N] think budgets; < 0 never forces (see budgets.py).
+    sampling: per-row temperature / top-p / top-k.
+    stop_ids: int32[S] stop token ids, padded with -1 (S is static: the number of slots).
+    max_new_tokens: int32[] tokens to emit at most (<= the cache's static capacity).
+    key: uint32 key data of a jax.random key (`jax.random.key_data`; plain data so it can be
+      placed on a mesh like any array).
+  """
+  budgets: jax.Array
+  sampling: decoding.SamplingParams
+  stop_ids: jax.Array
+  max_new_tokens: jax.Array
+  key: jax.Array
+
+
+@flax.struct.dataclass
+class LoopState:
+  """The while-loop carry. `step` = tokens emitted so far = the next column to write."""
+  step: jax.Array                      # int32[]
+  last: jax.Array                      # int32[N] last emitted token (the next model input)
+  done: jax.Array                      # bool[N]
+  lengths: jax.Array                   # int32[N]
+  finish: jax.Array                    # int32[N]
+  tokens: jax.Array                    # int32[N, M]
+  logprobs: jax.Array                  # f32[N, M]
+  forced: jax.Array                    # bool[N, M]
+  budget: budgets_lib.BudgetState
+  cache: decoder_lib.KVCache
+
+
+def prefill(graphdef: nnx.GraphDef, params: nnx.State, batch: PromptBatch, *, num_samples: int,
+            max_new_tokens: int, cache_dtype=None) -> tuple[jax.Array, decoder_lib.KVCache]:
+  """Prompts -> (last-position logits f32[B*G, V], cache with B*G rows of P + max_new_tokens)."""
+  model = nnx.merge(graphdef, params)
+  b, p = batch.input_ids.shape
+  cache = model.init_cache(b, p + max_new_tokens, dtype=cache_dtype)
+  logits, cache = model.prefill(batch.input_ids, batch.attention_mask, cache,
+                                batch.input_features, batch.feature_attention_mask)
+  if num_samples > 1:
+    def repeat(x):
+      return x if x.ndim == 0 else jnp.repeat(x, num_samples, axis=0)
+    logits, cache = jax.tree.map(repeat, (logits, cache))
+  return logits, cache
+
+
+def _emit(state: LoopState, logits: jax.Array, controls: Controls, tags: budgets_lib.TagIds,
+          pad_id: int) -> LoopState:
+  """Selects (samples or forces) and records one token per unfinished row."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(controls.key), state.step)
+  proposal = decoding.sample_tokens(key, logits, controls.sampling)
+  is_forced, forced_token = budgets_lib.forced_tokens(state.budget, tags)
+  token = jnp.where(is_forced, forced_token, proposal)
+  logp = decoding.token_log_probs(logits, token, controls.sampling.temperature)
+  active = ~state.done
+  stopped = active & jnp.any(token[:, None] == controls.stop_ids[None, :], axis=-1)
+
+  def put(buffer, column):
+    return jax.lax.dynamic_update_slice(buffer, column[:, None].astype(buffer.dtype),
+                                        (0, state.step))
+
+  emitted = jnp.where(active, token, pad_id)
+  return state.replace(
+      step=state.step + 1,
+      last=emitted,
+      done=state.done | stopped,
+      lengths=state.lengths + active.astype(jnp.int32),
+      finish=jnp.where(stopped, samples_lib.FINISH_STOP, state.finish),
+      tokens=put(state.tokens, emitted),
+      logprobs=put(state.logprobs, jnp.where(active, logp, 0.0)),
+      forced=put(state.forced, active & is_forced),
+      budget=budgets_lib.update(state.budget, token, controls.budgets, tags, active),
+  )
+
+
+def decode(graphdef: nnx.GraphDef, params: nnx.State, logits: jax.Array,
+           cache: decoder_lib.KVCache, controls: Controls, *, tags: budgets_lib.TagIds,
+           pad_id: int, capacity: int,
+           num_samples: int) -> tuple[samples_lib.Samples, decoder_lib.KVCache]:
+  """The decode loop. logits: f32[N, V] from prefill; capacity: static max new tokens (M);
+  num_samples: G (rows b*G .. b*G+G-1 share prompt b)."""
+  model = nnx.merge(graphdef, params)
+  n = logits.shape[0]
+  max_new = jnp.clip(controls.max_new_tokens, 1, capacity)
+  state = LoopState(
+      step=jnp.zeros((), jnp.int32),
+      last=jnp.full((n,), pad_id, jnp.int32),
+      done=jnp.zeros((n,), bool),
+      lengths=jnp.zeros((n,), jnp.int32),
+      finish=jnp.full((n,), samples_lib.FINISH_RUNNING, jnp.int32),
+      tokens=jnp.full((n, capacity), pad_id, jnp.int32),
+      logprobs=jnp.zeros((n, capacity), jnp.float32),
+      forced=jnp.zeros((n, capacity), bool),
+      budget=budgets_lib.init(controls.budgets),
+      cache=cache,
+  )
+  state = _emit(state, logits, controls, tags, pad_id)
+
+  def cond(state: LoopState) -> jax.Array:
+    return (state.step < max_new) & ~jnp.all(state.done)
+
+  def body(state: LoopState) -> LoopState:
+    step_logits, cache = model.decode_step(state.last, state.cache, valid=~state.done)
+    return _emit(state.replace(cache=cache), step_logits, controls, tags, pad_id)
+
+  state = jax.lax.while_loop(cond, body, state)
+  lengths_mask = jnp.arange(capacity)[None, :] < state.lengths[:, None]
+  out = samples_lib.Samples(
+      tokens=state.tokens,
+      logprobs=state.logprobs,
+      forced=state.forced,
+      loss_mask=lengths_mask & ~state.forced,
+      lengths=state.lengths,
+      think_lengths=state.budget.think_length,
+      budget_forced=state.budget.budget_forced,
+      finish_reason=jnp.where(state.finish == samples_lib.FINISH_RUNNING,
+                              samples_lib.FINISH_LENGTH, state.finish),
+      budgets=controls.budgets,
+      prompt_index=jnp.arange(n, dtype=jnp.int32) // num_samples,
+  )
+  return out, state.cache
