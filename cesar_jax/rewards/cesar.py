@@ -1,0 +1,74 @@
+"""CESAR's process rewards on token ids: consistency, keywords, overthinking (jitted).
+
+CESAR (Fan et al., ICLR 2026, arXiv 2510.20867, Sec. 3.3). Definitions, including the project's
+choices where the paper is silent (concept extraction, keyword lists and caps, gating on the
+format), are in `reference.py`; tests hold these functions equal to it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from cesar_jax.rewards import concepts
+from cesar_jax.rewards import parse as parse_lib
+from cesar_jax.rewards import registry
+from cesar_jax.rewards import tables as tbl
+
+
+def _ratio(num: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  """num / max(a, b) in float32, 0 when both are 0 (Sim of the paper)."""
+  d = jnp.maximum(a, b)
+  return jnp.where(d > 0, num.astype(jnp.float32) / jnp.maximum(d, 1).astype(jnp.float32), 0.0)
+
+
+@registry.register("consistency")
+def consistency_reward(batch: parse_lib.Batch,
+                       config: ml_collections.FrozenConfigDict) -> jax.Array:
+  """Sim(t, y_hat) + Sim(t, Q) with Sim(x, y) = |C(x) & C(y)| / max(|C(x)|, |C(y)|)."""
+  p, ex = batch.parsed, batch.examples
+  c = concepts.counts(batch, config)
+  y_len = jnp.take_along_axis(ex["option_concepts_len"], jnp.maximum(p.chosen, 0)[:, None],
+                              1)[:, 0]
+  sim_y = jnp.where(p.chosen >= 0, _ratio(c.think_option, c.think, y_len),
+                    _ratio(c.think_answer, c.think, c.answer))
+  sim_q = _ratio(c.think_question, c.think, ex["question_concepts_len"])
+  return jnp.where(p.format_ok, sim_y + sim_q, 0.0)
+
+
+def phrase_presence(batch: parse_lib.Batch) -> jax.Array:
+  """bool[B, P]: keyword phrase p occurs in the think part (normalised words).
+
+  From the scan's bit sets of segments found in the think part; a gap phrase "a ... b" is
+  present when some "a" ends before some "b" starts (word ranks).
+  """
+  sc, tables = batch.parsed.scan, batch.tables
+  words = sc.keyword_bits[:, tables["phrase_word"]]  # [B, P]
+  present = ((words >> tables["phrase_bit"][None, :]) & 1) > 0
+  for g, (phrase, _, _) in enumerate(batch.static.gap_phrases):
+    present = present.at[:, phrase].set(sc.gap_first_end[:, g] < sc.gap_last_start[:, g])
+  return present
+
+
+@registry.register("keywords")
+def keywords_reward(batch: parse_lib.Batch, config: ml_collections.FrozenConfigDict) -> jax.Array:
+  """pattern + logic + domain, each min(cap, sum of weights of phrases present) / cap."""
+  present = phrase_presence(batch).astype(jnp.float32)
+  weight, family = batch.tables["phrase_weight"], batch.tables["phrase_family"]
+  total = jnp.zeros(present.shape[:1], jnp.float32)
+  for f, name in enumerate(tbl.FAMILIES):
+    s = jnp.sum(present * jnp.where(family == f, weight, 0.0)[None, :], axis=1)
+    cap = batch.tables["params"]["caps"][f]
+    total = total + jnp.minimum(cap, s) / cap
+  return jnp.where(batch.parsed.format_ok, total, 0.0)
+
+
+@registry.register("overthinking")
+def overthinking_reward(batch: parse_lib.Batch,
+                        config: ml_collections.FrozenConfigDict) -> jax.Array:
+  """clip(1 - |t| / max_think_tokens, 0, 1), |t| in tokens (CESAR: L_max_output = 256)."""
+  p = batch.parsed
+  limit = batch.tables["params"]["max_think_tokens"]
+  value = jnp.clip(1.0 - p.think_tokens.astype(jnp.float32) / limit, 0.0, 1.0)
+  return jnp.where(p.format_ok, value, 0.0)
