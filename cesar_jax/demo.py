@@ -51,9 +51,11 @@ def run(config, workdir: str) -> None:
   result = evaluate.evaluate(checkpoints, config.stages.eval, workdir)
   timings["eval"] = time.perf_counter() - t0
   print("\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+  print(f"chance accuracy {result['chance_accuracy']:.1f}%; at each model's sweet spot:")
   for name, m in result["models"].items():
     acc = m["accuracy"]
-    print(f"{name:8s} accuracy by budget {[round(a, 1) for a in acc]}  slope "
+    print(f"{name:8s} {m['sweet_spot_accuracy'] / result['chance_accuracy']:.2f}x chance; "
+          f"accuracy by budget {[round(a, 1) for a in acc]}  slope "
           f"{m['slope_per_token']:+.4f} pts/token  95% CI {m['slope_ci']}  sweet spot "
           f"{m['sweet_spot']}")
   print(f"\nreport: {root / 'report.md'}")

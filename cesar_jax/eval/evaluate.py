@@ -135,7 +135,12 @@ def evaluate(checkpoints: Mapping[str, str], config, workdir: str) -> dict[str, 
                config.data.name)
   entries = {name: evaluate_model(name, path, items, config, mesh)
              for name, path in checkpoints.items()}
-  return report.write_report(workdir, entries)
+  return report.write_report(workdir, entries, chance_accuracy=chance_accuracy(items))
+
+
+def chance_accuracy(items: Sequence[Mapping[str, Any]]) -> float:
+  """Accuracy (%) of a uniform guess among each item's options."""
+  return float(100 * np.mean([1 / len(it["choices"]) for it in items]))
 
 
 def run(config, workdir: str) -> None:

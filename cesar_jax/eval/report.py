@@ -111,15 +111,18 @@ def _fmt(x: Any, digits: int = 2, signed: bool = False) -> str:
   return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _markdown(models: Mapping[str, dict[str, Any]], figures: Mapping[str, str]) -> str:
+def _markdown(models: Mapping[str, dict[str, Any]], figures: Mapping[str, str],
+              chance_accuracy: float | None = None) -> str:
   first = next(iter(models.values()))
+  chance = ("" if chance_accuracy is None else
+            f" Chance (uniform guess among each item's options): {chance_accuracy:.1f}%.")
   lines = [
       "# Test-time scaling report", "",
       f"Accuracy P(L_max) in percent: mean over items of each item's accuracy over its samples; "
       f"{first['confidence']:.0%} intervals: percentile bootstrap over items "
       f"({first['num_resamples']} resamples). β: least-squares slope of P on L_max "
       f"(accuracy points per token); β_log: slope on log(1 + L_max), so L_max = 0 sits at 0. "
-      f"L*: the budget of highest accuracy (smallest on ties).", "",
+      f"L*: the budget of highest accuracy (smallest on ties).{chance}", "",
       "| model | items × samples | P(L_min) | L* | P(L*) | β (pts/token) [95% CI] | β_log | think tokens at L_max |",
       "|---|---|---|---|---|---|---|---|",
   ]
@@ -160,7 +163,8 @@ def _markdown(models: Mapping[str, dict[str, Any]], figures: Mapping[str, str]) 
   return "\n".join(lines)
 
 
-def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any]) -> dict[str, Any]:
+def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
+                 chance_accuracy: float | None = None) -> dict[str, Any]:
   """Writes report.json, report.md and PNG figures into `workdir`; returns the report dict.
 
   Args:
@@ -169,6 +173,7 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any]) -> 
       "curve" and optionally "perception" (see `normalize_perception`), "metrics" (path of a
       metrics.jsonl, for reward curves), "natural_overthinking" (a `RankCurve`) and
       "breakdown" (from `scoring.accuracy_breakdown`).
+    chance_accuracy: accuracy (%) of guessing uniformly among each item's options, if known.
   """
   if not models:
     raise ValueError("write_report needs at least one model")
@@ -210,6 +215,7 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any]) -> 
       figures[f"rewards/{name}"] = file
 
   report = {
+      "chance_accuracy": chance_accuracy,
       "models": report_models,
       "figures": figures,
       "units": {"accuracy": "percent", "slope_per_token": "accuracy points per token",
@@ -219,5 +225,5 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any]) -> 
   with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
     json.dump(report, f, indent=2, allow_nan=False)
   with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-    f.write(_markdown(report_models, figures))
+    f.write(_markdown(report_models, figures, chance_accuracy))
   return report

@@ -79,3 +79,8 @@ def test_parse_checkpoints():
     evaluate.parse_checkpoints("x=a,x=b")
   with pytest.raises(ValueError, match="empty"):
     evaluate.parse_checkpoints("")
+
+
+def test_chance_accuracy_is_the_mean_uniform_guess():
+  items = [{"choices": ["a", "b"]}, {"choices": ["a", "b", "c", "d"]}]
+  assert evaluate.chance_accuracy(items) == pytest.approx(37.5)
