@@ -12,8 +12,8 @@ overthinking 1 each; arXiv 2510.20867), and the three models are swept over thin
   python -m cesar_jax.main --config=configs/demo.py --workdir=runs/demo
   python -m cesar_jax.main --config=configs/demo.py:scale=4 --workdir=runs/demo_x4   # longer
 
-Budget: under 10 minutes on 2 CPU cores at scale=1 (see docs/results.md for measured times and
-what the curves showed). `scale` multiplies training steps and evaluation items.
+Budget: about 7-10 minutes on 2 CPU cores at scale=1 (docs/results.md has the measured times
+and what the curves showed). `scale` multiplies training steps and evaluation items.
 """
 
 import pathlib
@@ -35,7 +35,7 @@ def get_config(arg=None):
   config.stages = {}
 
   # SFT stage: the tiny model from scratch on traces.
-  config.stages.sft = synthetic_tiny.get_config(f"job=sft,sft_steps={160 * s},examples={512 * s}")
+  config.stages.sft = synthetic_tiny.get_config(f"job=sft,sft_steps={300 * s},examples={512 * s}")
 
   # GRPO stages: identical but for the reward preset.
   for reward in ("outcome", "cesar"):
