@@ -24,7 +24,6 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from cesar_jax import config as config_lib
-from cesar_jax import model_store
 from cesar_jax.rl import grpo
 from cesar_jax.rl import optim
 from cesar_jax.rl import train_lib
@@ -127,13 +126,7 @@ class SftTrainer:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
-    self.mesh = train_lib.make_mesh(config.mesh)
-    self.tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
-    model = model_store.load_policy(config.init_from, config.model, self.mesh,
-                                    tokenizer=self.tokenizer, seed=int(config.seed))
-    model_store.write_run_files(workdir, model.config, self.tokenizer)
-    train_lib.check_features(config.data, model.config)
-    self.graphdef, params = nnx.split(model)
+    self.mesh, self.tokenizer, self.graphdef, params = train_lib.start_policy(config, workdir)
     self.optim = optim_section(config)
     self.tx = optim.make_optimizer(self.optim)
     self.state, shardings = train_lib.init_train_state(params, self.tx, self.mesh)

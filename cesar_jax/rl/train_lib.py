@@ -39,6 +39,7 @@ from cesar_jax.checkpoints import manager as manager_lib
 from cesar_jax.data import pipeline
 from cesar_jax.data import records
 from cesar_jax import metrics as metrics_lib
+from cesar_jax import model_store
 from cesar_jax.models.audio_lm import TRAINABLE
 from cesar_jax.parallel import mesh as mesh_lib
 from cesar_jax.rl import optim
@@ -372,3 +373,18 @@ def train_loop(*, workdir: str, state: TrainState, iterator, step_fn: StepFn, to
     ckpt.close()
     writer.close()
   return state
+
+
+def start_policy(config: ml_collections.ConfigDict, workdir: str):
+  """A run's mesh, tokenizer and starting policy (split), with the run files written.
+
+  Returns (mesh, tokenizer, graphdef, params); shared by the `sft` and `grpo` jobs.
+  """
+  mesh = make_mesh(config.mesh)
+  tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
+  model = model_store.load_policy(config.init_from, config.model, mesh, tokenizer=tokenizer,
+                                  seed=int(config.seed))
+  model_store.write_run_files(workdir, model.config, tokenizer)
+  check_features(config.data, model.config)
+  graphdef, params = nnx.split(model)
+  return mesh, tokenizer, graphdef, params

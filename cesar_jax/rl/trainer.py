@@ -30,7 +30,6 @@ from absl import logging
 from flax import nnx
 
 from cesar_jax import config as config_lib
-from cesar_jax import model_store
 from cesar_jax import rewards as rewards_lib
 from cesar_jax.rl import grpo
 from cesar_jax.rl import optim
@@ -125,13 +124,7 @@ class GrpoTrainer:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
-    self.mesh = train_lib.make_mesh(config.mesh)
-    self.tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
-    model = model_store.load_policy(config.init_from, config.model, self.mesh,
-                                    tokenizer=self.tokenizer, seed=int(config.seed))
-    model_store.write_run_files(workdir, model.config, self.tokenizer)
-    train_lib.check_features(config.data, model.config)
-    self.graphdef, params = nnx.split(model)
+    self.mesh, self.tokenizer, self.graphdef, params = train_lib.start_policy(config, workdir)
     self.step_config = step_config(config)
     # The reference policy is the initial one (a copy: the train state is donated).
     self.ref_params = (jax.tree.map(jnp.copy, params) if self.step_config.loss.beta > 0
