@@ -24,9 +24,7 @@ def parse(raw: Mapping[str, Any], *, audio_dir: str, version: str) -> records.Re
   rid = str(records.require(raw, "id", (str, int)))
   audio_path = records.require(raw, "audio_path")
   category, category_list = records.join_category(records.require(raw, "category", (str, list)))
-  extra = {k: v for k, v in raw.items() if k not in _MAPPED}
-  if category_list is not None:
-    extra["category_list"] = category_list
+  extra = records.extra_fields(raw, _MAPPED, category_list)
   return records.Record(
       id=rid,
       question=records.require(raw, "question"),

@@ -9,7 +9,6 @@ every record carries its version (`VERSIONS`); it is read from the file name
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Mapping
@@ -33,9 +32,7 @@ def parse(raw: Mapping[str, Any], *, audio_dir: str, version: str) -> records.Re
   rid = str(records.require(raw, "id", (str, int)))
   audio_id = records.require(raw, "audio_id")
   category, category_list = records.join_category(records.require(raw, "category", (str, list)))
-  extra = {k: v for k, v in raw.items() if k not in _MAPPED}
-  if category_list is not None:
-    extra["category_list"] = category_list
+  extra = records.extra_fields(raw, _MAPPED, category_list)
   return records.Record(
       id=rid,
       question=records.require(raw, "question"),
@@ -71,13 +68,6 @@ def read(json_path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
     raise ValueError(f"{json_path}: cannot tell the MMAU version from the file name; pass "
                      f"version= (known: {VERSIONS})")
   audio_dir = os.fspath(audio_dir) if audio_dir is not None else os.path.dirname(json_path)
-  with open(json_path, encoding="utf-8") as f:
-    try:
-      items = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{json_path}: not valid JSON: {e}") from e
-  if not isinstance(items, list):
-    raise ValueError(f"{json_path}: expected a JSON list of items, got {type(items).__name__}")
-  return records.collect(items, lambda raw: parse(raw, audio_dir=audio_dir, version=version),
+  return records.collect(records.read_json_list(json_path), lambda raw: parse(raw, audio_dir=audio_dir, version=version),
                          file=json_path, skip_bad_records=skip_bad_records,
                          check_audio=check_audio)

@@ -241,6 +241,27 @@ class Unparsable:
     self.error = error
 
 
+def read_json_list(path: str | os.PathLike) -> list[Any]:
+  """The items of a file holding one JSON list (MMAU's format); errors name the file."""
+  with open(path, encoding="utf-8") as f:
+    try:
+      items = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{os.fspath(path)}: not valid JSON: {e}") from e
+  if not isinstance(items, list):
+    raise ValueError(f"{os.fspath(path)}: expected a JSON list of items, got {type(items).__name__}")
+  return items
+
+
+def extra_fields(raw: Mapping[str, Any], mapped: Iterable[str],
+                 category_list: list[str] | None) -> dict[str, Any]:
+  """A raw item's fields that have no Record field, plus the category list when it was one."""
+  extra = {k: v for k, v in raw.items() if k not in mapped}
+  if category_list is not None:
+    extra["category_list"] = category_list
+  return extra
+
+
 def read_jsonl(path: str | os.PathLike) -> Iterator[Any]:
   """The JSON values of a .jsonl file (blank lines skipped, bad lines as `Unparsable`)."""
   with open(path, encoding="utf-8") as f:

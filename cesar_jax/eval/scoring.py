@@ -19,6 +19,8 @@ import os
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
+from cesar_jax.data import records
+
 _WORD = re.compile(r"\b\w+\b")
 
 # Key the official scripts read the prediction from.
@@ -183,22 +185,16 @@ def score_items(
 def load_items(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """Benchmark items from a JSON list (MMAU) or JSON-lines file (MMAR)."""
   path = os.fspath(path)
+  if not path.endswith(".jsonl"):
+    return records.read_json_list(path)
+  items = []
   with open(path, encoding="utf-8") as f:
-    if path.endswith(".jsonl"):
-      items = []
-      for line_number, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            items.append(json.loads(line))
-          except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{line_number}: not a JSON object: {e}") from e
-      return items
-    try:
-      items = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON: {e}") from e
-  if not isinstance(items, list):
-    raise ValueError(f"{path}: expected a JSON list of items, got {type(items).__name__}")
+    for line_number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          items.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{path}:{line_number}: not a JSON object: {e}") from e
   return items
 
 
