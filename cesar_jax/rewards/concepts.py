@@ -3,8 +3,9 @@
 Counts per completion: |C(t)|, |C(t) & C(Q)|, |C(t) & C(y_hat)| (chosen option), |C(a)| and
 |C(t) & C(a)| (a = the answer's words, used when the answer chooses no option).
 
-Distinct counting needs equal concepts side by side. XLA:CPU sorts a single int32 array several
-times faster than several arrays, so each row is sorted once on the scan's packed key: the top
+Distinct counting needs equal concepts side by side, so each row's entries are sorted once, on
+one int32 per slot (a bitonic network over the slot-major [W, B] keys; on XLA:CPU `lax.sort` of
+several arrays, or even of one, is several times slower). The scan packs that key: the top
 bits 1..30 of the concept's first hash key, its slot in the low bits (the slot recovers the rest of
 the entry by a gather). Within a run of equal prefixes entries are in text order, so think
 entries (slots up to </think>) precede answer entries. Two distinct concepts of one row sharing
@@ -24,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from cesar_jax.rewards import examples as ex_lib
 from cesar_jax.rewards import parse as parse_lib
@@ -38,6 +40,27 @@ class Counts(NamedTuple):
   think_option: jax.Array  # |C(t) & C(chosen option)| (0 when none is chosen)
   answer: jax.Array  # |C(a)|
   think_answer: jax.Array  # |C(t) & C(a)|
+
+
+def bitonic_sort(x: jax.Array) -> jax.Array:
+  """Sorts int32[W, B] along the first axis by a bitonic network (rows padded to a power of two
+  with INT_MAX and cut back): log2(W) (log2(W) + 1) / 2 min/max passes between whole [.., B]
+  rows, vector ops along the batch. On XLA:CPU it is 3x faster than `lax.sort` of [B, W]."""
+  width = x.shape[0]
+  k = 1 << max(0, (width - 1).bit_length())
+  x = jnp.pad(x, ((0, k - width), (0, 0)), constant_values=INT_MAX)
+  size = 2
+  while size <= k:
+    stride = size // 2
+    while stride >= 1:
+      y = x.reshape(k // (2 * stride), 2, stride, *x.shape[1:])
+      lo, hi = jnp.minimum(y[:, 0], y[:, 1]), jnp.maximum(y[:, 0], y[:, 1])
+      down = ((np.arange(k // (2 * stride)) * 2 * stride) // size % 2 == 1)
+      down = down.reshape(-1, *[1] * x.ndim)
+      x = jnp.stack([jnp.where(down, hi, lo), jnp.where(down, lo, hi)], 1).reshape(x.shape)
+      stride //= 2
+    size *= 2
+  return x[:width]
 
 
 def _question_info(examples, k1: jax.Array, k2: jax.Array, bits: int) -> jax.Array:
@@ -105,7 +128,7 @@ def counts(batch: parse_lib.Batch, config: ml_collections.FrozenConfigDict) -> C
   # Fast path: one single-array sort of (prefix of k1 | slot) per row.
   idx_bits = scan_lib.slot_bits(width)
   low = (1 << idx_bits) - 1
-  packed = jax.lax.sort(sc.sort_key.T, dimension=1)  # [B, W]
+  packed = bitonic_sort(sc.sort_key).T  # [B, W]
   valid = jnp.arange(width)[None, :] < sc.num_concepts[:, None]
   slot = packed & low
   label = jnp.where(valid, _label(slot, think_end), 3)

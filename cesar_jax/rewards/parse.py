@@ -39,21 +39,25 @@ class Batch(NamedTuple):
 def _chosen(sc: scan_lib.Scan, has_answer, examples):
   """The option the answer's words name (-1 if none or several).
 
-  The answer's words are read backwards from its last word by following `prev` links (K
-  steps, K = the longest pattern; patterns are stored reversed by encode_examples).
+  The answer's words are read backwards from its last word by following `prev` links, one word
+  a step, for as many steps as the longest answer in the batch that a pattern could match
+  (patterns are stored reversed by encode_examples); each step compares one word of every
+  pattern.
   """
   pat_keys, pat_len = examples["pattern_keys"], examples["pattern_len"]  # [B, NO, 3, K, 2]
   k = pat_keys.shape[3]
+  n = sc.answer_words
+  steps = jnp.max(jnp.where(n <= k, n, 0))
 
-  def step(cur, _):
+  def step(state):
+    i, cur, match = state
     key = jnp.stack([scan_lib.take_slots(sc.k1, cur), scan_lib.take_slots(sc.k2, cur)], -1)
-    return scan_lib.take_slots(sc.prev, cur), key
-  _, ans = jax.lax.scan(step, sc.last_answer_word, None, length=k)  # [K, B, 2]
-  ans = jnp.moveaxis(ans, 0, 1)  # [B, K, 2], the answer's last word first.
-  slot = jnp.arange(k)[None, None, None, :]
-  same = jnp.all(ans[:, None, None] == pat_keys, axis=-1)  # [B, NO, 3, K]
-  match = jnp.all(same | (slot >= pat_len[..., None]), axis=-1)
-  match &= (pat_len == sc.answer_words[:, None, None]) & (pat_len > 0)
+    want = jax.lax.dynamic_index_in_dim(pat_keys, i, axis=3, keepdims=False)  # [B, NO, 3, 2]
+    same = jnp.all(key[:, None, None, :] == want, axis=-1)
+    return i + 1, scan_lib.take_slots(sc.prev, cur), match & (same | (i >= pat_len))
+  match = (pat_len == n[:, None, None]) & (pat_len > 0)
+  _, _, match = jax.lax.while_loop(lambda state: state[0] < steps, step,
+                                   (jnp.int32(0), sc.last_answer_word, match))
   named = jnp.any(match, axis=-1) & has_answer[:, None]  # [B, NO]
   return jnp.where(named.sum(axis=1) == 1, jnp.argmax(named, axis=1), -1).astype(jnp.int32)
 

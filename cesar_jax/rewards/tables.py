@@ -266,10 +266,6 @@ def build_tables(tokenizer: tok_lib.Tokenizer, config: ml_collections.ConfigDict
   kw_tables, facts = keyword_tables(config)
   tables.update(kw_tables)
   tables["automaton"] = format_automaton().reshape(-1)
-  # Row tables: a scan step gathers one row instead of one entry per column.
-  tables["token"] = np.stack([tables.pop(k) for k in TOKEN_COLUMNS], axis=1)
-  tables["known"] = np.stack([tables.pop(k) for k in ("known_k1", "known_k2", "known_info")],
-                             axis=1)
   static = Static(
       vocab_size=tokenizer.vocab_size, num_inner=num_inner,
       think_open_id=tokenizer.think_open_id, think_close_id=tokenizer.think_close_id,

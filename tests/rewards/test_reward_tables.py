@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cesar_jax import rewards
+from cesar_jax.rewards import concepts
 from cesar_jax.rewards import scan as scan_lib
 from cesar_jax.rewards import tables as tbl
 from cesar_jax.rewards import text
@@ -121,3 +122,14 @@ def test_config_errors(builtin_tok):
   config.weights.nope = 1.0
   with pytest.raises(KeyError, match="nope"):
     rewards.build(config, builtin_tok)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 37, 256])
+def test_bitonic_sort_equals_numpy_sort(width):
+  """The concept sort: any width (padded to a power of two), duplicates, extremes."""
+  rng = np.random.default_rng(width)
+  x = rng.integers(-5, 6, [width, 33]).astype(np.int32)  # Many duplicates.
+  x[rng.random(x.shape) < 0.2] = np.iinfo(np.int32).max
+  x[rng.random(x.shape) < 0.1] = np.iinfo(np.int32).min
+  got = np.asarray(concepts.bitonic_sort(jnp.asarray(x)))
+  np.testing.assert_array_equal(got, np.sort(x, axis=0))
