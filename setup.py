@@ -32,7 +32,10 @@ setuptools.setup(
         # torch/transformers are only used to prove parity and to benchmark against.
         # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
         "hf": ["torch==2.13.0", "transformers>=5.0"],
-        "test": ["pytest", "pytest-xdist", "hypothesis", "chex", "torch==2.13.0", "transformers>=5.0"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "chex", "torch==2.13.0", "transformers>=5.0",
+                 "fsspec"],
+        # TPU VMs: cloud workdirs (gs://, read and written through etils.epath -> fsspec).
+        "tpu": ["gcsfs"],
         "notebooks": ["jupyter", "ipywidgets"],
     },
 )

@@ -12,10 +12,11 @@ pairs, parsed against declared defaults so that a typo is an error naming the ke
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 from typing import Any
 
 import ml_collections
+from etils import epath
 
 
 def _convert(key: str, text: str, default: Any) -> Any:
@@ -47,18 +48,30 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(values)
 
 
-def save(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> pathlib.Path:
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+  """A workdir as given: a URI (`gs://bucket/run`) stays a URI; a local path becomes absolute.
+
+  All workdir I/O goes through `etils.epath` (as orbax's does), so the same code writes to a
+  local folder or a bucket.
+  """
+  text = os.fspath(workdir)
+  if "://" in text:
+    return epath.Path(text)
+  return epath.Path(os.path.abspath(text))
+
+
+def save(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> epath.Path:
   """Writes the resolved config to `workdir/config.json` (what the run depended on)."""
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   path = workdir / "config.json"
   path.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
   return path
 
 
-def load(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+def load(path: str | os.PathLike) -> ml_collections.ConfigDict:
   """Reads a config written by `save` (a workdir or its config.json)."""
-  path = pathlib.Path(path)
+  path = epath.Path(path)
   if path.is_dir():
     path = path / "config.json"
   return ml_collections.ConfigDict(json.loads(path.read_text()))

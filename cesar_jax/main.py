@@ -8,7 +8,6 @@ job named by `config.job` runs with the resolved config, which is first written 
 from __future__ import annotations
 
 import importlib
-import os
 
 from absl import app, flags, logging
 import jax
@@ -43,7 +42,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   distributed.initialize()
   config = _CONFIG.value
-  workdir = os.path.abspath(_WORKDIR.value)
+  workdir = str(config_lib.workdir_path(_WORKDIR.value))  # a gs:// URI stays one
   job = resolve_job(config.job)
   if jax.process_index() == 0:
     config_lib.save(config, workdir)

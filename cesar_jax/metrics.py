@@ -11,6 +11,9 @@
 * TensorBoard: event files in `WORKDIR/tensorboard` (tensorboardX, no TensorFlow needed);
 * `WORKDIR/metrics.jsonl`: one JSON object per write, `{"step": 12, "loss": 0.1234, ...}`.
 
+The workdir may be a local folder or a URI (`gs://bucket/run`): every file goes through
+`etils.epath`.
+
 Resuming: pass the restored checkpoint step as `resume_step` (None on a fresh start). Lines of
 `metrics.jsonl` for later steps (written after that checkpoint, before the interruption) are
 dropped, and TensorBoard is told to purge its events from `resume_step + 1` on, so both read as an
@@ -33,9 +36,46 @@ import jax
 import numpy as np
 import tqdm
 from absl import logging
+from etils import epath
 
 JSONL_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+
+
+class _EpathEventFile:
+  """tensorboardX's event-file writer for URI workdirs (gs://, s3://) through epath.
+
+  tensorboardX's own gs:// writer needs google-cloud-storage and re-uploads the whole file at
+  every flush; this streams through the same fsspec filesystem as every other workdir file.
+  """
+
+  def __init__(self, path: str):
+    self._file = epath.Path(path).open("wb")
+
+  def write(self, data: bytes) -> None:
+    self._file.write(data)
+
+  def flush(self) -> None:
+    self._file.flush()
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+
+
+class _EpathEventFileFactory:
+  def open(self, path: str) -> _EpathEventFile:
+    return _EpathEventFile(path)
+
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _register_uri_event_writers() -> None:
+  from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
+  for scheme in ("gs", "s3"):
+    record_writer.register_writer_factory(scheme, _EpathEventFileFactory())
 
 
 def _scalar(key: str, value: Any, step: int) -> int | float:
@@ -57,10 +97,11 @@ def truncate_jsonl(path: str | os.PathLike, last_step: int | None) -> int:
   A line that does not parse (a write cut short by a crash) is dropped with a warning.
   Returns the number of lines kept.
   """
-  if not os.path.exists(path):
+  path = epath.Path(path)
+  if not path.exists():
     return 0
   kept, dropped = [], 0
-  with open(path) as f:
+  with path.open() as f:
     for lineno, line in enumerate(f, 1):
       try:
         step = json.loads(line)["step"]
@@ -72,17 +113,16 @@ def truncate_jsonl(path: str | os.PathLike, last_step: int | None) -> int:
         kept.append(line if line.endswith("\n") else line + "\n")
       else:
         dropped += 1
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  tmp = path.parent / f"{path.name}.tmp"
+  tmp.write_text("".join(kept))
+  tmp.replace(path)
   if dropped:
     logging.info("%s: kept %d lines up to step %s, dropped %d", path, len(kept), last_step, dropped)
   return len(kept)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -113,8 +153,8 @@ class MetricsWriter:
       is_chief: whether this process writes; default `jax.process_index() == 0`.
     """
     self.is_chief = jax.process_index() == 0 if is_chief is None else is_chief
-    self.workdir = os.fspath(workdir)
-    self.jsonl_path = os.path.join(self.workdir, JSONL_NAME)
+    self.workdir = epath.Path(workdir)
+    self.jsonl_path = self.workdir / JSONL_NAME
     self._console_every = console_every
     self._console_keys = None if console_keys is None else tuple(console_keys)
     self._total = total_steps
@@ -123,15 +163,23 @@ class MetricsWriter:
     self._jsonl = self._tb = self._bar = None
     if not self.is_chief:
       return
-    os.makedirs(self.workdir, exist_ok=True)
-    truncate_jsonl(self.jsonl_path, resume_step)
-    self._jsonl = open(self.jsonl_path, "a")
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    kept = truncate_jsonl(self.jsonl_path, resume_step)
+    if "://" in os.fspath(self.jsonl_path):
+      # Object stores cannot append: the object is rewritten, kept lines first (it appears
+      # when the writer closes).
+      old = self.jsonl_path.read_text() if kept else ""
+      self._jsonl = self.jsonl_path.open("w")
+      self._jsonl.write(old)
+    else:
+      self._jsonl = self.jsonl_path.open("a")
     if tensorboard:
       import tensorboardX  # pylint: disable=g-import-not-at-top
 
       purge_step = 0 if resume_step is None else resume_step + 1
+      _register_uri_event_writers()
       self._tb = tensorboardX.SummaryWriter(
-          os.path.join(self.workdir, TENSORBOARD_DIR), purge_step=purge_step, flush_secs=10,
+          os.fspath(self.workdir / TENSORBOARD_DIR), purge_step=purge_step, flush_secs=10,
           # tensorboardX names files by the second: a restart within it would overwrite.
           filename_suffix=f".{time.time_ns()}")
     if progress:
@@ -206,7 +254,7 @@ class MetricsWriter:
 def _records(path: str) -> list[bytes]:
   """The records of a TFRecord file (u64 length, u32 crc, data, u32 crc); CRCs not checked."""
   out = []
-  with open(path, "rb") as f:
+  with epath.Path(path).open("rb") as f:
     while header := f.read(12):
       if len(header) < 12:
         break
@@ -227,12 +275,12 @@ def read_tensorboard_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[
   """
   from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
 
-  logdir = os.fspath(logdir)
+  logdir = epath.Path(logdir)
   scalars: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
-  files = sorted(f for f in os.listdir(logdir) if "tfevents" in f)
+  files = sorted(p.name for p in logdir.iterdir() if "tfevents" in p.name)
   # "events.out.tfevents.<10-digit seconds>.<host>.<ns>": sorted = chronological per host.
   for name in files:
-    for record in _records(os.path.join(logdir, name)):
+    for record in _records(logdir / name):
       event = event_pb2.Event.FromString(record)
       if event.HasField("session_log") and event.session_log.status == event.session_log.START:
         for tag in scalars:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 from typing import Any, Mapping
 
 import jax
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from flax import nnx
 
 from cesar_jax import config as config_lib
@@ -53,13 +53,13 @@ CHECKPOINT_DIR = "checkpoints"
 
 def is_run_workdir(path: str | os.PathLike) -> bool:
   """A workdir of this project's training jobs (it has run files and a checkpoints folder)."""
-  path = pathlib.Path(path)
+  path = epath.Path(path)
   return (path / MODEL_CONFIG_FILE).is_file() and (path / CHECKPOINT_DIR).is_dir()
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
   """A Hugging Face checkpoint directory (config.json + safetensors)."""
-  path = pathlib.Path(path)
+  path = epath.Path(path)
   return (path / "config.json").is_file() and (
       any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file())
 
@@ -78,13 +78,21 @@ def load_tokenizer(spec: str = "", init_from: str = "") -> tok_lib.Tokenizer:
   for path in (spec, init_from):
     if not path:
       continue
-    p = pathlib.Path(path)
+    p = epath.Path(path)
     candidate = p / TOKENIZER_FILE if p.is_dir() else p
     if candidate.is_file():
-      return tok_lib.Tokenizer.from_file(candidate)
+      return _tokenizer_from(candidate)
     if path == spec:
       raise FileNotFoundError(f"config.tokenizer={spec!r}: no tokenizer.json there")
   return tok_lib.Tokenizer.builtin()
+
+
+def _tokenizer_from(path: epath.Path) -> tok_lib.Tokenizer:
+  """A tokenizer.json from a local path or a URI (read through epath)."""
+  if "://" not in os.fspath(path):
+    return tok_lib.Tokenizer.from_file(path)
+  import tokenizers as hf_tokenizers  # pylint: disable=g-import-not-at-top
+  return tok_lib.Tokenizer(hf_tokenizers.Tokenizer.from_str(path.read_text()))
 
 
 def model_config_to_dict(cfg: model_config_lib.AudioLMConfig) -> dict[str, Any]:
@@ -99,7 +107,7 @@ def model_config_from_dict(d: Mapping[str, Any]) -> model_config_lib.AudioLMConf
 
 
 def read_model_config(workdir: str | os.PathLike) -> model_config_lib.AudioLMConfig:
-  path = pathlib.Path(workdir) / MODEL_CONFIG_FILE
+  path = epath.Path(workdir) / MODEL_CONFIG_FILE
   if not path.is_file():
     raise FileNotFoundError(f"{path} does not exist: {workdir} is not a workdir of a sft/grpo run")
   return model_config_from_dict(json.loads(path.read_text()))
@@ -131,7 +139,7 @@ def write_run_files(workdir: str | os.PathLike, cfg: model_config_lib.AudioLMCon
   """`model_config.json` and `tokenizer.json` in the workdir (process 0 only)."""
   if jax.process_index() != 0:
     return
-  workdir = pathlib.Path(workdir)
+  workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / MODEL_CONFIG_FILE).write_text(
       json.dumps(model_config_to_dict(cfg), indent=2, sort_keys=True) + "\n")
@@ -175,7 +183,7 @@ def restore_params(workdir: str | os.PathLike, graphdef: nnx.GraphDef, abstract_
   Only the parameters are read (orbax partial restore): the optimizer state stays on disk.
   Returns (model, step, the checkpoint's metadata: the run's config as a dict).
   """
-  directory = pathlib.Path(workdir) / CHECKPOINT_DIR
+  directory = epath.Path(workdir) / CHECKPOINT_DIR
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       create=False, read_only=True))
   try:
@@ -219,7 +227,7 @@ def restore_model(workdir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None 
   graphdef, abstract_state = abstract_model(cfg, mesh)
   model, step, metadata = restore_params(workdir, graphdef, abstract_state, step)
   logging.info("restored the model of %s at step %d", workdir, step)
-  if (pathlib.Path(workdir) / "config.json").is_file():
+  if (epath.Path(workdir) / "config.json").is_file():
     return model, config_lib.load(workdir)
   return model, ml_collections.ConfigDict(metadata)
 

@@ -71,8 +71,9 @@ class SftUpdate:
   """The compiled SFT step: cross-entropy on target tokens, gradient accumulation, donation."""
 
   def __init__(self, graphdef: nnx.GraphDef, tx, grad_accum_steps: int, mesh: Mesh,
-               state_shardings: Any):
+               state_shardings: Any, compute_dtype: str = "float32"):
     self.graphdef, self.tx, self.k, self.mesh = graphdef, tx, grad_accum_steps, mesh
+    self.compute_dtype = compute_dtype
     self._state_shardings = state_shardings
     self._fn = None
 
@@ -101,6 +102,9 @@ class SftUpdate:
 
   def _step(self, state, batch):
     trainable, frozen = train_lib.split_trainable(state["params"])
+    # Masters -> compute dtype once per step; gradients accumulate in float32 (train_step.py).
+    compute = train_step.cast_floating(trainable, self.compute_dtype)
+    compute_frozen = train_step.cast_floating(frozen, self.compute_dtype)
     # Token mean over the whole batch: each minibatch divides by the batch's token count.
     num_tokens = jnp.maximum(jnp.sum(batch["target_mask"].astype(jnp.float32)), 1.0)
     mbs = train_lib.minibatches(batch, self.k)
@@ -108,13 +112,15 @@ class SftUpdate:
 
     def accumulate(acc, mb):
       grads_sum, loss_sum = acc
-      (loss, metrics), grads = grad_fn(trainable, frozen, mb, num_tokens)
-      return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), metrics
+      (loss, metrics), grads = grad_fn(compute, compute_frozen, mb, num_tokens)
+      grads_sum = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads_sum, grads)
+      return (grads_sum, loss_sum + loss), metrics
 
-    zeros = jax.tree.map(jnp.zeros_like, trainable)
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
     (grads, loss), metrics = jax.lax.scan(accumulate, (zeros, jnp.zeros((), jnp.float32)), mbs)
     metrics = {k: jnp.sum(v) for k, v in metrics.items()}  # parts of one batch-wide mean
     metrics.update(loss=loss, grad_norm=optax.global_norm(grads))
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, trainable)
     trainable, opt_state = train_lib.apply_gradients(self.tx, trainable, state["opt_state"],
                                                      grads, loss)
     metrics.update(optim.optimizer_metrics(opt_state))
@@ -126,12 +132,16 @@ class SftTrainer:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
-    self.mesh, self.tokenizer, self.graphdef, params = train_lib.start_policy(config, workdir)
+    self.mesh, self.tokenizer, self.graphdef, params, model_config = train_lib.start_policy(
+        config, workdir)
+    train_lib.check_batch_layout(self.mesh, prompts=int(config.sft.batch_size), samples=1,
+                                 grad_accum_steps=int(config.sft.grad_accum_steps),
+                                 prefix=("sft", None, "sft"))
     self.optim = optim_section(config)
     self.tx = optim.make_optimizer(self.optim)
     self.state, shardings = train_lib.init_train_state(params, self.tx, self.mesh)
     self.update = SftUpdate(self.graphdef, self.tx, int(config.sft.grad_accum_steps), self.mesh,
-                            shardings)
+                            shardings, compute_dtype=model_config.dtype)
     self.iterator = train_lib.make_iterator(config.data, self.tokenizer,
                                             batch_size=int(config.sft.batch_size))
 
@@ -158,9 +168,10 @@ class SftTrainer:
   def run(self) -> train_lib.TrainState:
     config = ml_collections.ConfigDict(self.config.to_dict())
     config.optim = self.optim  # the loop's non-finite-step limit and the checkpoint metadata
-    return train_lib.train_loop(
-        workdir=self.workdir, state=self.state, iterator=self.iterator, step_fn=self.step,
-        total_steps=int(self.config.sft.steps), config=config, console_keys=CONSOLE_KEYS)
+    with jax.set_mesh(self.mesh):  # the models' activation sharding constraints apply
+      return train_lib.train_loop(
+          workdir=self.workdir, state=self.state, iterator=self.iterator, step_fn=self.step,
+          total_steps=int(self.config.sft.steps), config=config, console_keys=CONSOLE_KEYS)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -75,6 +75,8 @@ def grpo(**overrides) -> ml_collections.ConfigDict:
       epsilon_high=0.2,
       mu=1,  # optimizer updates per sampled batch
       grad_accum_steps=1,  # minibatches (of whole groups) per update
+      old_logp="recompute",  # mu > 1: old log-probs from a teacher-forced forward of the
+      #                        pre-update policy (TRL's num_iterations > 1), or "sampler"'s
       log_entropy=True,
   ))
   section.update(overrides)

@@ -5,16 +5,18 @@ large-v3 encoder, 32 decoder layers of width 4096, 156,032-entry vocabulary) in 
 from a Hugging Face checkpoint directory; the tokenizer is that directory's tokenizer.json.
 Audio is Whisper's 30 s window with 128 mels (750 audio tokens), so prompts go to 1024 tokens.
 
-The default job is the lead's "forward" (one forward pass, a check that the checkpoint loads
-and runs on the mesh); `job=grpo` / `job=sft` train with this file's defaults, but the recipes
-are configs/qwen2_audio_7b_r1aqa.py and configs/qwen2_audio_7b_cesar.py.
+The default job is `grpo` with this file's defaults (`job=sft` also runs); the recipes are
+configs/qwen2_audio_7b_r1aqa.py and configs/qwen2_audio_7b_cesar.py. Parameters are held in
+float32 (the optimizer's master weights: an Adam step of ~1e-5 is below half a bfloat16 ulp of
+most weights and would round to nothing) and every forward, backward and sampling step runs in
+bfloat16, cast once per step.
 
   python -m cesar_jax.main \
       --config=configs/qwen2_audio_7b.py:init_from=/ckpt/Qwen2-Audio-7B-Instruct \
       --workdir=/tmp/q7b_forward
 
-Needs an accelerator host (bf16 weights alone are ~16 GB; training needs FSDP over 8+ chips:
-launch/tpu_pod.sh). Not run on CPU.
+Needs an accelerator host (float32 masters are ~33 GB, their Adam moments twice that: FSDP over
+a slice, launch/tpu_pod.sh). Not run on CPU.
 """
 
 import pathlib
@@ -35,8 +37,8 @@ def make(arg, *, job: str, steps: int, reward_preset: str):
   config.log_every = 1
   config.checkpoint_every = 50
 
-  # Model section: bfloat16 parameters and activations (logits stay float32).
-  config.model = common.model("qwen2_audio_7b", dtype="bfloat16", param_dtype="bfloat16")
+  # Model section: float32 master parameters, bfloat16 compute (logits stay float32).
+  config.model = common.model("qwen2_audio_7b", dtype="bfloat16", param_dtype="float32")
 
   # Mesh section: FSDP over every chip.
   config.mesh.shape = (1, -1, 1)
@@ -53,7 +55,7 @@ def make(arg, *, job: str, steps: int, reward_preset: str):
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, job="forward", steps=100, init_from="", data_dir="")
+  arg = config_lib.parse_arg(arg, job="grpo", steps=100, init_from="", data_dir="")
   config = make(arg, job=arg.job, steps=arg.steps, reward_preset="cesar")
   config.lock()
   return config

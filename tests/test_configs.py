@@ -6,6 +6,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from cesar_jax import main as main_lib
 from cesar_jax.models import config as model_config
 from cesar_jax.rl import optim
 from cesar_jax.rl import trainer
@@ -17,7 +18,7 @@ EXPERIMENTS = ("smoke", "synthetic_tiny", "qwen2_audio_7b", "qwen2_audio_7b_r1aq
 ARGS = {  # one non-default arg each
     "smoke": "job=sft,steps=3",
     "synthetic_tiny": "job=sft,sft_steps=7",
-    "qwen2_audio_7b": "init_from=/ckpt/q7b,job=grpo",
+    "qwen2_audio_7b": "init_from=/ckpt/q7b,job=sft",
     "qwen2_audio_7b_r1aqa": "steps=5,data_dir=/data/avqa",
     "qwen2_audio_7b_cesar": "steps=5,init_from=/ckpt/q7b",
 }
@@ -38,7 +39,7 @@ def test_loads_with_and_without_arg_and_is_locked(name):
   with_arg = _load(name, ARGS[name])
   assert default != with_arg
   for config in (default, with_arg):
-    assert config.job in ("grpo", "sft", "forward")
+    assert config.job in main_lib.JOBS
     with pytest.raises(AttributeError):
       config.no_such_field = 1  # locked
     with pytest.raises(AttributeError):
@@ -81,7 +82,20 @@ def test_cesar_recipe_has_the_published_values():
                                      "keywords": 1.0, "overthinking": 1.0}
   assert c.rewards.overthinking.max_think_tokens == 256
   assert c.grpo.advantage == "none"  # A = R - mean_K(R)
-  assert c.model.preset == "qwen2_audio_7b" and c.model.param_dtype == "bfloat16"
+  assert c.model.preset == "qwen2_audio_7b"
+  # float32 masters (the optimizer's), bfloat16 compute: an update of ~1e-5 must not round away.
+  assert (c.model.param_dtype, c.model.dtype) == ("float32", "bfloat16")
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.glob("*.py") if p.name != "common.py"),
+                         ids=lambda p: p.stem)
+def test_every_config_file_runs_a_job_that_exists(path):
+  """Every file in configs/ loads with its defaults and names a job of `cesar_jax.main`, and so
+  does every stage of a multi-stage job."""
+  config = _load(path.stem)
+  main_lib.resolve_job(config.job)
+  for stage in (config.get("stages") or {}).values():
+    main_lib.resolve_job(stage.job)
 
 
 def test_r1aqa_recipe_has_the_published_values():

@@ -42,7 +42,7 @@ def test_encode_targets_appends_eos_pads_and_truncates():
 
 @pytest.fixture(scope="module")
 def mesh():
-  return mesh_lib.make_mesh((1, -1, 1))
+  return mesh_lib.make_mesh((1, 2, 4))  # 2 batch shards: the batch of 4 and its minibatches split
 
 
 def _batch(seed=0):

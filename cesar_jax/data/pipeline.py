@@ -5,7 +5,9 @@ shuffle (seeded `IndexSampler`, per epoch) -> decode (tfds bytes to str; audio f
 example, or decoded from `audio_path` with `audio_io`) -> log-mel features (one example at a
 time) -> prompt (`prompts.format_question`, `Tokenizer.encode_prompt` with the audio
 placeholder repeated once per audio token) -> batch (left-pad to a length bucket).
-Per-host sharding uses grain `ShardOptions` (default: `ShardByJaxProcess`). The iterator's
+Per-host sharding: host p reads the p-th block of every global batch (`config.batch_size`
+rows per host; `parallel.distributed.HostBlockSampler`), so the global batch is the same on
+any number of processes. The iterator's
 state is checkpointable: `it = iter(loader); state = it.get_state(); it.set_state(state)`
 (bytes; `grain.checkpoint.CheckpointSave` / `CheckpointRestore` put it in an orbax
 checkpoint).
@@ -46,6 +48,7 @@ import json
 from typing import Any, Callable, Mapping, Sequence
 
 import grain
+import jax
 import numpy as np
 
 from cesar_jax.data import audio_io
@@ -248,19 +251,23 @@ def make_loader(source: Any, tokenizer: Any, config: PipelineConfig, *,
     source: `builders.data_source(...)` (tfds examples) or a `RecordSource`.
     tokenizer: `cesar_jax.tokenizers.Tokenizer`.
     config: the pipeline's static options.
-    shard_options: which part of the data this host reads; default
-      `ShardByJaxProcess(drop_remainder=config.drop_remainder)`.
+    shard_options: which part of the data this host reads; default: this host's block of
+      every global batch of `batch_size * process_count` records (`HostBlockSampler`).
     feature_fn, prompt_fn: replace the feature extractor / prompt formatter (tests,
       ablations); module-level functions when `worker_count > 0` (they are pickled).
   """
   if len(source) == 0:
     raise ValueError(f"make_loader: the source {source!r} holds no records (were they all "
                      "skipped as bad?)")
-  if shard_options is None:
-    shard_options = grain.sharding.ShardByJaxProcess(drop_remainder=config.drop_remainder)
   sampler = grain.samplers.IndexSampler(
       num_records=len(source), shuffle=config.shuffle, num_epochs=config.num_epochs,
       seed=config.seed if config.shuffle else None, shard_options=grain.sharding.NoSharding())
+  if shard_options is None:
+    # Host p reads its block of each global batch (see distributed.HostBlockSampler), so the
+    # global batch is the same, row for row, on any number of processes.
+    from cesar_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+    sampler = distributed.HostBlockSampler(sampler, config.batch_size * jax.process_count())
+    shard_options = grain.sharding.NoSharding()
   operations = [
       DecodeExample(),
       ExtractFeatures(config.n_mels, config.chunk_seconds, feature_fn),

@@ -25,11 +25,11 @@ def _on_tpu_pod() -> bool:
 
 def initialize() -> None:
   """Starts `jax.distributed` when the environment asks for several processes."""
+  local = os.environ.get(ENV_LOCAL_DEVICES)
+  if local:  # fake CPU devices per process (loopback runs; also 1 process x N devices)
+    jax.config.update("jax_num_cpu_devices", int(local))
   coordinator = os.environ.get(ENV_COORDINATOR)
   if coordinator:
-    local = os.environ.get(ENV_LOCAL_DEVICES)
-    if local:
-      jax.config.update("jax_num_cpu_devices", int(local))
     try:
       num_processes = int(os.environ[ENV_NUM_PROCESSES])
       process_id = int(os.environ[ENV_PROCESS_ID])
@@ -52,9 +52,93 @@ def shutdown() -> None:
     os._exit(0)  # pylint: disable=protected-access
 
 
-def host_local_to_global(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh,
-                         spec: jax.sharding.PartitionSpec):
-  """Assembles each host's slice of a batch into global arrays sharded by `spec` on `mesh`."""
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(
-          jax.sharding.NamedSharding(mesh, spec), np.asarray(x)), batch)
+# ---------------------------------------------------------------------------------------------
+# Host-local rows <-> global arrays, and what the processes must agree on.
+# ---------------------------------------------------------------------------------------------
+
+
+def agree_max(value: int) -> int:
+  """The largest `value` over all processes (identity with one process).
+
+  Every shape a step compiles for (prompt bucket, feature frames) must be the same on every
+  host; each host knows only its own rows, so each proposes its need and all take the max.
+  A collective: every process must call it, in the same order.
+  """
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int64))))
+
+
+def host_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of a global array sharded (or replicated) on dim 0, as numpy.
+
+  The inverse of `jax.make_array_from_process_local_data` for batch-sharded arrays: the rows
+  of the addressable shards, in order, each row once. With one process: the whole array.
+  """
+  if not isinstance(x, jax.Array) or jax.process_count() == 1 or x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  blocks: dict[int, np.ndarray] = {}
+  for shard in x.addressable_shards:
+    start = (shard.index[0].start or 0) if shard.index else 0
+    blocks.setdefault(start, np.asarray(shard.data))
+  return np.concatenate([blocks[s] for s in sorted(blocks)], axis=0)
+
+
+def gather_rows(local: np.ndarray) -> np.ndarray:
+  """Every process's rows stacked in process order (each host passes its own [n_p, ...]).
+
+  Hosts may hold different numbers of rows (an eval split's last items); every process gets the
+  whole result. Identity with one process. A collective.
+  """
+  local = np.asarray(local)
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  counts = multihost_utils.process_allgather(np.asarray(local.shape[0], np.int64))
+  width = int(np.max(counts))
+  padded = np.zeros((width,) + local.shape[1:], local.dtype)
+  padded[:local.shape[0]] = local
+  stacked = np.asarray(multihost_utils.process_allgather(padded))  # [P, width, ...]
+  return np.concatenate([stacked[p, :int(c)] for p, c in enumerate(counts)], axis=0)
+
+
+class HostBlockSampler:
+  """A grain sampler over this host's block of every global batch.
+
+  grain's `ShardByJaxProcess` interleaves records over hosts (host p reads p, p + n, ...), so the
+  global batch a multi-host step assembles (host blocks in process order) is a permutation of
+  the one a single process reads. This wrapper gives host p, of each global batch of
+  `global_batch` consecutive records of `sampler`, the contiguous block
+  `[p * b, (p + 1) * b)` (b = global_batch / n): the assembled global batch is then exactly
+  the single-process one, row for row, whatever the process count, so runs on 1 x 8 and
+  2 x 4 devices see the same data in the same order. Use it with `NoSharding()` in the loader.
+  """
+
+  def __init__(self, sampler, global_batch: int, process_index: int | None = None,
+               process_count: int | None = None):
+    self._sampler = sampler
+    self._n = jax.process_count() if process_count is None else process_count
+    self._p = jax.process_index() if process_index is None else process_index
+    if global_batch % self._n:
+      raise ValueError(f"global batch {global_batch} is not divisible by the {self._n} processes")
+    self._global = global_batch
+    self._local = global_batch // self._n
+
+  def _global_index(self, index: int) -> int:
+    batch, within = divmod(index, self._local)
+    return batch * self._global + self._p * self._local + within
+
+  def __len__(self) -> int:
+    total = len(self._sampler)
+    full, rest = divmod(total, self._global)
+    return full * self._local + max(0, min(self._local, rest - self._p * self._local))
+
+  def __getitem__(self, index: int):
+    if index < 0:
+      raise IndexError(index)
+    return self._sampler[self._global_index(index)]
+
+  def __repr__(self) -> str:
+    return (f"HostBlockSampler({self._sampler!r}, global_batch={self._global}, "
+            f"process={self._p}/{self._n})")

@@ -2,9 +2,11 @@
 
 Model parameters carry logical axis names in their `out_sharding` metadata (set in
 cesar_jax/models/*, never sharded at creation). `LOGICAL_RULES` maps each name to mesh axes;
-a mesh axis that does not divide the dimension (or is already used by another dimension of
-the same array) is dropped for that array, so any config runs on any mesh, replicated where
-it must be.
+for parameters, a mesh axis that does not divide the dimension (or is already used by another
+dimension of the same array) is dropped for that array (logged once at start-up:
+`replicated_dims`), so any model runs on any mesh, replicated where it must be. Batches never
+replicate: a batch dimension that does not split over ('data', 'fsdp') is an error
+(`check_batch`, naming the config field).
 
   mesh = make_mesh((1, 4, 2))                           # ('data', 'fsdp', 'tensor')
   model = shard_model(model, mesh)                      # params placed on the mesh
@@ -114,10 +116,64 @@ def shard_model(model: nnx.Module, mesh: Mesh, rules=LOGICAL_RULES) -> nnx.Modul
   return model
 
 
+def batch_axes(mesh: Mesh, rules=LOGICAL_RULES) -> tuple[str, ...]:
+  """The mesh axes (of size > 1) that a batch dimension is split over."""
+  target = dict(rules).get("batch")
+  axes = (target,) if isinstance(target, str) else tuple(target or ())
+  return tuple(a for a in axes if mesh.shape.get(a, 1) > 1)
+
+
+def batch_shards(mesh: Mesh, rules=LOGICAL_RULES) -> int:
+  """How many ways a batch dimension is split (the product of the batch axes' sizes)."""
+  return math.prod(mesh.shape[a] for a in batch_axes(mesh, rules))
+
+
+def check_batch(size: int, mesh: Mesh, what: str, rules=LOGICAL_RULES) -> None:
+  """A ValueError naming `what` (a config field) when `size` rows cannot split over the mesh.
+
+  Batches are never replicated to make a shape fit: a batch that does not divide would make
+  every host's rows a different slice of a different global array.
+  """
+  shards = batch_shards(mesh, rules)
+  if size % shards:
+    sizes = ", ".join(f"{a}={mesh.shape[a]}" for a in batch_axes(mesh, rules))
+    raise ValueError(f"{what} = {size} does not split over the mesh's batch axes ({sizes}: "
+                     f"{shards} shards); make it a multiple of {shards} or change config.mesh.shape")
+
+
 def batch_sharding(mesh: Mesh, shape: Sequence[int], rules=LOGICAL_RULES) -> NamedSharding:
-  """Shard dim 0 over ('data', 'fsdp') (as far as it divides), replicate the rest."""
+  """Shard dim 0 over ('data', 'fsdp'), replicate the rest; dim 0 must divide (`check_batch`)."""
+  check_batch(shape[0], mesh, f"a batch of shape {tuple(shape)}: dim 0", rules)
   names = ("batch",) + (None,) * (len(shape) - 1)
   return NamedSharding(mesh, logical_to_spec(names, shape, mesh, rules))
+
+
+def replicated_dims(state: Any, mesh: Mesh, rules=LOGICAL_RULES) -> list[str]:
+  """Parameter dims that the rule table would shard but that stay replicated (not divisible).
+
+  One line per case, e.g. "language_model/lm_head/kernel dim 1 (vocab=1000): tensor=4 does
+  not divide"; start-up logs them once so a layout that wastes memory is visible.
+  """
+  table = dict(rules)
+  out = []
+  flat = nnx.to_flat_state(state) if isinstance(state, nnx.State) else []
+  for path, var in flat:
+    value = var.get_value() if hasattr(var, "get_value") else var
+    names = var.get_metadata().get("out_sharding") if hasattr(var, "get_metadata") else None
+    if not names:
+      continue
+    spec = logical_to_spec(names, value.shape, mesh, rules)
+    for dim, (name, size, got) in enumerate(zip(names, value.shape, spec)):
+      target = table.get(name) if name is not None else None
+      want = (target,) if isinstance(target, str) else tuple(target or ())
+      want = [a for a in want if mesh.shape.get(a, 1) > 1]
+      kept = () if got is None else ((got,) if isinstance(got, str) else tuple(got))
+      missing = [a for a in want if a not in kept]
+      if missing:
+        axes = ", ".join(f"{a}={mesh.shape[a]}" for a in missing)
+        out.append(f"{'/'.join(map(str, path))} dim {dim} ({name}={size}): {axes} "
+                   "not used (does not divide, or taken by another dim)")
+  return out
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
@@ -143,5 +199,43 @@ def constrain(x: jax.Array, names: Sequence[str | None], rules=LOGICAL_RULES) ->
 
 
 def put_sharded(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """A global array from a host array, each process materialising only its own shards."""
+  """A global array from the WHOLE array (every host holds all of it), each process
+  materialising only its own shards (parameters; batches use `host_to_global`)."""
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def host_to_global(tree: Any, shardings: Any) -> Any:
+  """Host-local rows -> global arrays: THE place where a step's inputs become global.
+
+  Each process passes only its own rows of every batch-sharded leaf (dim 0 sharded in its
+  sharding); the global array stacks the processes' rows in process order, so its dim 0 is
+  `local rows * process_count`. Leaves whose dim 0 is not sharded (scalars, stop ids, keys) are
+  the same on every host and pass as they are. With one process this is a sharded device_put.
+  """
+  n = jax.process_count()
+
+  def put(x, sharding):
+    x = np.asarray(x)
+    spec = tuple(sharding.spec)
+    sharded = x.ndim > 0 and bool(spec) and spec[0] is not None
+    global_shape = ((x.shape[0] * n,) + x.shape[1:]) if sharded else x.shape
+    return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+  return jax.tree.map(put, tree, shardings)
+
+
+def host_batch_to_global(tree: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
+  """`host_to_global` with every leaf batch-sharded on dim 0 (scalars replicated).
+
+  The dim-0 check names the global shape: a local batch that does not divide over the mesh is
+  an error, never a silent replication.
+  """
+  n = jax.process_count()
+
+  def sharding(x):
+    shape = np.shape(x)
+    if not shape:
+      return NamedSharding(mesh, PartitionSpec())
+    return batch_sharding(mesh, (shape[0] * n,) + tuple(shape[1:]), rules)
+
+  return host_to_global(tree, jax.tree.map(sharding, tree))

@@ -73,13 +73,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def to_global(arrays: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Per-host numpy arrays (dim 0 = this host's rows) -> global arrays sharded on dim 0."""
-  out = {}
-  for key, x in arrays.items():
-    x = np.asarray(x)
-    global_shape = (x.shape[0] * jax.process_count(),) + x.shape[1:]
-    out[key] = jax.make_array_from_process_local_data(
-        mesh_lib.batch_sharding(mesh, global_shape), x, global_shape)
-  return out
+  return mesh_lib.host_batch_to_global(dict(arrays), mesh)
 
 
 def batch_shardings(tree: Any, mesh: Mesh) -> Any:
@@ -375,10 +369,36 @@ def train_loop(*, workdir: str, state: TrainState, iterator, step_fn: StepFn, to
   return state
 
 
+def check_batch_layout(mesh: Mesh, *, prompts: int, samples: int, grad_accum_steps: int,
+                       prefix: str) -> None:
+  """Start-up checks that every batch a step builds splits over the mesh and the processes.
+
+  `prefix` names the config fields in the messages: ("data", "sampling", "grpo") for GRPO,
+  ("sft", None, "sft") for SFT. A batch that does not divide is an error here, before any
+  data is read, never a silent replication later.
+  """
+  batch_field, samples_field, accum_field = (f"config.{p}" if p else None for p in prefix)
+  n = jax.process_count()
+  if prompts % n:
+    raise ValueError(f"{batch_field}.batch_size = {prompts} is not divisible by the {n} processes "
+                     "(each reads batch_size / processes prompts)")
+  mesh_lib.check_batch(prompts, mesh, f"{batch_field}.batch_size")
+  if samples > 1:
+    mesh_lib.check_batch(prompts * samples, mesh,
+                         f"{batch_field}.batch_size * {samples_field}.num_samples")
+  if prompts % grad_accum_steps:
+    raise ValueError(f"{batch_field}.batch_size = {prompts} is not divisible by "
+                     f"{accum_field}.grad_accum_steps = {grad_accum_steps}")
+  if grad_accum_steps > 1:
+    mesh_lib.check_batch(prompts // grad_accum_steps, mesh,
+                         f"{batch_field}.batch_size / {accum_field}.grad_accum_steps (a minibatch)")
+
+
 def start_policy(config: ml_collections.ConfigDict, workdir: str):
   """A run's mesh, tokenizer and starting policy (split), with the run files written.
 
-  Returns (mesh, tokenizer, graphdef, params); shared by the `sft` and `grpo` jobs.
+  Returns (mesh, tokenizer, graphdef, params, model_config); shared by the `sft` and `grpo`
+  jobs. Parameter dims the mesh cannot split (replicated instead) are logged once here.
   """
   mesh = make_mesh(config.mesh)
   tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
@@ -387,4 +407,28 @@ def start_policy(config: ml_collections.ConfigDict, workdir: str):
   model_store.write_run_files(workdir, model.config, tokenizer)
   check_features(config.data, model.config)
   graphdef, params = nnx.split(model)
-  return mesh, tokenizer, graphdef, params
+  if jax.process_index() == 0:
+    for line in mesh_lib.replicated_dims(params, mesh):
+      logging.info("replicated parameter dim: %s", line)
+  return mesh, tokenizer, graphdef, params, model.config
+
+
+def cast_params(params: Any, dtype: Any, shardings: Any) -> Any:
+  """A compute-dtype copy of master parameters (floating leaves), on the same shardings; the
+  masters themselves when the dtypes already agree (no copy)."""
+  leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
+  if all(x.dtype == jnp.dtype(dtype) for x in leaves):
+    return params
+  return _cast_fn(jnp.dtype(dtype).name, shardings)(params)
+
+
+_CAST_FNS: dict[Any, Any] = {}
+
+
+def _cast_fn(dtype: str, shardings: Any):
+  from cesar_jax.rl import train_step  # pylint: disable=g-import-not-at-top
+  key = (dtype, jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))
+  if key not in _CAST_FNS:
+    _CAST_FNS[key] = jax.jit(lambda p: train_step.cast_floating(p, dtype),
+                             out_shardings=shardings)
+  return _CAST_FNS[key]

@@ -8,9 +8,24 @@ Inside, for each of `mu` passes (one optimizer update each), the B prompts are s
 `lax.scan` over them accumulates the gradient of the clipped GRPO loss (cesar_jax.rl.grpo), and
 optax applies it (AdamW, schedule, clipping; skipped when the loss or a gradient is not finite).
 Per minibatch the audio of each prompt is encoded ONCE and its embeddings repeated for the G
-rollouts; logits are divided by the sampling temperature before the log-softmax. With mu > 1 the
-sampler's per-token log-probs are the old log-probs; with mu == 1 the ratio is 1 (on-policy).
-Reference log-probs are computed (without gradient) only when beta > 0.
+rollouts; logits are divided by the sampling temperature before the log-softmax. Reference
+log-probs are computed (without gradient) only when beta > 0.
+
+Precision. The train state holds the master parameters (`model.param_dtype`, float32 in every
+recipe); each optimizer update casts them ONCE to the compute dtype (`model.dtype`, bfloat16 on
+accelerators), differentiates the loss with respect to that copy, accumulates the minibatch
+gradients in float32 and applies the update to the masters, so an Adam step far below a
+bfloat16 ulp still lands (MaxText's `weight_dtype` / `dtype`). With equal dtypes the casts are
+the identity.
+
+Old log-probs (mu > 1). `StepConfig.old_logp = "recompute"` (default, as TRL does for
+`num_iterations > 1`): pass 0 scores the rollouts under the pre-update policy (ratio exactly 1)
+and keeps those teacher-forced log-probs as the old ones of passes 1..mu-1. `"sampler"` uses
+the sampler's log-probs (bf16 KV-cache decode) instead. With mu == 1 the ratio is 1.
+
+`logp_gap/mean`, `logp_gap/max`: |sampler log-prob - training forward's| on the scored
+(sampled, unforced) tokens, from pass 0: the first health signal of a loop whose rollout and
+training paths differ (cache dtype, kernels, numerics).
 
 Shapes: B prompts, G samples each, N = B * G rollouts, P prompt bucket, M completion capacity
 (`sampling.max_new_tokens`), F feature frames. Changing a value never recompiles; changing a
@@ -63,6 +78,16 @@ class Rollouts:
   loss_scale: Any
 
 
+OLD_LOGP_SOURCES = ("recompute", "sampler")
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+  """Floating leaves cast to `dtype` (the compute copy of master parameters); others as is."""
+  dtype = jnp.dtype(dtype)
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
   """Static settings of the update (hashable; changing one recompiles)."""
@@ -72,10 +97,14 @@ class StepConfig:
   mu: int = 1  # optimizer updates per sampled batch
   temperature: float = 1.0
   compute_entropy: bool = True
+  old_logp: str = "recompute"  # recompute | sampler (see the module docstring; mu > 1 only)
+  compute_dtype: str = "float32"  # the forward/backward dtype; the state holds the masters
 
   def __post_init__(self):
     if self.num_samples < 1 or self.grad_accum_steps < 1 or self.mu < 1:
       raise ValueError(f"StepConfig: num_samples, grad_accum_steps and mu must be >= 1: {self}")
+    if self.old_logp not in OLD_LOGP_SOURCES:
+      raise ValueError(f"StepConfig.old_logp={self.old_logp!r}; choose from {OLD_LOGP_SOURCES}")
     if self.temperature <= 0:
       raise ValueError(f"StepConfig: temperature must be > 0 to score samples: {self}")
 
@@ -149,7 +178,14 @@ class GrpoUpdate:
 
   # The jitted body.
 
-  def _minibatch_loss(self, trainable, frozen, ref_params, mb, num_active_tokens):
+  def _minibatch_loss(self, trainable, frozen, ref_params, mb, old_mb, first,
+                      num_active_tokens):
+    """The loss of one minibatch.
+
+    `old_mb`: None (mu == 1: on-policy, ratio 1) or f32[rows, M] old log-probs; where `first`
+    (pass 0 of "recompute") the minibatch's own log-probs stand in for them (ratio exactly 1).
+    Returns (loss, (metrics, stop_gradient(logp))).
+    """
     cfg = self.config
     model = nnx.merge(self.graphdef, trainable, frozen)
     logits = completion_logits(model, mb["prompt_ids"], mb["prompt_mask"], mb["input_features"],
@@ -167,9 +203,12 @@ class GrpoUpdate:
                                      mb["completion_mask"], cfg.num_samples)
       ref_logp = jax.lax.stop_gradient(
           grpo.token_log_probs(ref_logits, mb["completions"], cfg.temperature))
+    old_logp = None
+    if old_mb is not None:
+      old_logp = jnp.where(first, jax.lax.stop_gradient(logp), old_mb)
     loss, metrics = grpo.policy_loss(
         logp, mb["advantages"] * mb["loss_scale"], mb["loss_mask"], cfg.loss,
-        old_logp=mb["old_logp"] if cfg.mu > 1 else None, ref_logp=ref_logp, entropy=entropy,
+        old_logp=old_logp, ref_logp=ref_logp, entropy=entropy,
         num_active_tokens=num_active_tokens)
     metrics.pop("completion_tokens")
     metrics.pop("loss")
@@ -178,38 +217,63 @@ class GrpoUpdate:
     # batch's loss.
     scale = 1.0 if cfg.loss.aggregation == "dapo" else 1.0 / cfg.grad_accum_steps
     metrics["policy_loss"] = metrics["policy_loss"] * scale
-    return loss * scale, metrics
+    # Sampler vs training forward on the scored tokens (summed here, normalised in `_step`).
+    scored = mb["loss_mask"].astype(bool)
+    gap = jnp.where(scored, jnp.abs(jax.lax.stop_gradient(logp) - mb["old_logp"]), 0.0)
+    metrics["logp_gap/sum"] = jnp.sum(gap)
+    metrics["logp_gap/max"] = jnp.max(gap, initial=0.0)
+    return loss * scale, (metrics, jax.lax.stop_gradient(logp))
 
   def _step(self, state, rollouts: Rollouts, ref_params):
     cfg = self.config
     k, g = cfg.grad_accum_steps, cfg.num_samples
     trainable, frozen = train_lib.split_trainable(state["params"])
+    compute_frozen = cast_floating(frozen, cfg.compute_dtype)
     prompts = train_lib.minibatches(_prompt_fields(rollouts), k)
     rows = train_lib.group_minibatches(_rollout_fields(rollouts), k, g)
     num_active = jnp.sum(rollouts.loss_mask.astype(jnp.float32))
     grad_fn = jax.value_and_grad(self._minibatch_loss, has_aux=True)
+    recompute = cfg.mu > 1 and cfg.old_logp == "recompute"
 
-    def one_pass(carry, _):
-      trainable, opt_state = carry
+    def one_pass(carry, pass_index):
+      trainable, opt_state, old_mbs = carry
+      compute = cast_floating(trainable, cfg.compute_dtype)  # once per optimizer update
+      first = pass_index == 0 if recompute else False
 
-      def accumulate(acc, mb):
+      def accumulate(acc, xs):
         grads_sum, loss_sum = acc
+        mb, old_mb = xs
         mb = dict(mb, loss_scale=rollouts.loss_scale)
-        (loss, metrics), grads = grad_fn(trainable, frozen, ref_params, mb, num_active)
-        return (jax.tree.map(jnp.add, grads_sum, grads), loss_sum + loss), metrics
+        (loss, (metrics, logp)), grads = grad_fn(
+            compute, compute_frozen, ref_params, mb, old_mb, first, num_active)
+        grads_sum = jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads_sum, grads)
+        return (grads_sum, loss_sum + loss), (metrics, logp)
 
-      zeros = jax.tree.map(jnp.zeros_like, trainable)
-      (grads, loss), metrics = jax.lax.scan(
-          accumulate, (zeros, jnp.zeros((), jnp.float32)), {**prompts, **rows})
+      zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, jnp.float32), trainable)
+      (grads, loss), (metrics, logp) = jax.lax.scan(
+          accumulate, (zeros, jnp.zeros((), jnp.float32)), ({**prompts, **rows}, old_mbs))
       policy_loss = jnp.sum(metrics.pop("policy_loss"))
+      gap_sum = jnp.sum(metrics.pop("logp_gap/sum"))
       metrics = train_lib.mean_metrics(metrics)
       metrics.update(loss=loss, policy_loss=policy_loss, grad_norm=optax.global_norm(grads))
+      metrics["logp_gap/mean"] = gap_sum / jnp.maximum(num_active, 1.0)
+      grads = jax.tree.map(lambda gr, p: gr.astype(p.dtype), grads, trainable)
       trainable, opt_state = train_lib.apply_gradients(self.tx, trainable, opt_state, grads, loss)
-      return (trainable, opt_state), metrics
+      if recompute:  # pass 0's teacher-forced log-probs are the old ones from now on
+        old_mbs = jnp.where(first, logp, old_mbs)
+      return (trainable, opt_state, old_mbs), metrics
 
-    (trainable, opt_state), metrics = jax.lax.scan(
-        one_pass, (trainable, state["opt_state"]), None, length=cfg.mu)
+    if cfg.mu == 1:
+      old0 = None
+    elif recompute:
+      old0 = jnp.zeros(rows["old_logp"].shape, jnp.float32)  # replaced in pass 0
+    else:
+      old0 = rows["old_logp"].astype(jnp.float32)
+    (trainable, opt_state, _), metrics = jax.lax.scan(
+        one_pass, (trainable, state["opt_state"], old0), jnp.arange(cfg.mu))
+    gap = {key: metrics.pop(key)[0] for key in ("logp_gap/mean", "logp_gap/max")}  # pass 0
     metrics = train_lib.mean_metrics(metrics)
+    metrics.update(gap)
     metrics.update(optim.optimizer_metrics(opt_state))
     new_state = {"params": train_lib.merge_trainable(trainable, frozen), "opt_state": opt_state}
     return new_state, metrics

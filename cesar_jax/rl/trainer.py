@@ -13,7 +13,8 @@ Per step (all arrays sharded over one mesh; Python only orchestrates):
 
 Logged every step (metrics.jsonl, TensorBoard, console): each reward component
 (`reward/<name>`), `accuracy`, `format_rate`, `think_length`, `completion_length`,
-`truncated_frac`, `kl` (beta > 0), `clip_frac/*`, `entropy`, `grad_norm`, `optim/lr`,
+`truncated_frac`, `kl` (beta > 0), `clip_frac/*`, `entropy`, `grad_norm`, `logp_gap/{mean,max}`
+(sampler vs training log-probs of the scored tokens), `optim/lr`,
 `optim/skipped_steps`, and the time split `time/{data,sampling,rewards,update}`.
 """
 
@@ -31,6 +32,7 @@ from flax import nnx
 
 from cesar_jax import config as config_lib
 from cesar_jax import rewards as rewards_lib
+from cesar_jax.parallel import distributed
 from cesar_jax.rl import grpo
 from cesar_jax.rl import optim
 from cesar_jax.rl import train_lib
@@ -40,7 +42,8 @@ from cesar_jax.sampling import samples as samples_lib
 from cesar_jax.sampling import sampler as sampler_lib
 
 CONSOLE_KEYS = ("reward/total", "accuracy", "format_rate", "think_length", "loss", "kl",
-                "entropy", "grad_norm", "optim/lr", "time/sampling", "time/update")
+                "entropy", "grad_norm", "logp_gap/mean", "optim/lr", "time/sampling",
+                "time/update")
 # Always computed for the metrics; weight 0 when the config does not reward them.
 LOGGED_COMPONENTS = ("accuracy", "format")
 
@@ -53,7 +56,9 @@ def sampler_config(config: ml_collections.ConfigDict, tokenizer) -> sampler_lib.
       temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k))
 
 
-def step_config(config: ml_collections.ConfigDict) -> train_step.StepConfig:
+def step_config(config: ml_collections.ConfigDict,
+                compute_dtype: str | None = None) -> train_step.StepConfig:
+  """The update's static settings; `compute_dtype` defaults to `config.model.dtype`."""
   g = config.grpo
   loss = grpo.LossConfig(
       aggregation=g.loss_aggregation, beta=float(g.beta), epsilon_low=float(g.epsilon_low),
@@ -62,7 +67,9 @@ def step_config(config: ml_collections.ConfigDict) -> train_step.StepConfig:
   return train_step.StepConfig(
       loss=loss, num_samples=int(config.sampling.num_samples),
       grad_accum_steps=int(g.grad_accum_steps), mu=int(g.mu),
-      temperature=float(config.sampling.temperature), compute_entropy=bool(g.log_entropy))
+      temperature=float(config.sampling.temperature), compute_entropy=bool(g.log_entropy),
+      old_logp=str(g.old_logp),
+      compute_dtype=compute_dtype or str(config.model.get("dtype", "float32")))
 
 
 def reward_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -124,13 +131,23 @@ class GrpoTrainer:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config, self.workdir = config, workdir
-    self.mesh, self.tokenizer, self.graphdef, params = train_lib.start_policy(config, workdir)
-    self.step_config = step_config(config)
-    # The reference policy is the initial one (a copy: the train state is donated).
-    self.ref_params = (jax.tree.map(jnp.copy, params) if self.step_config.loss.beta > 0
-                       else None)
+    self.mesh, self.tokenizer, self.graphdef, params, model_config = train_lib.start_policy(
+        config, workdir)
+    self.step_config = step_config(config, model_config.dtype)
+    train_lib.check_batch_layout(
+        self.mesh, prompts=int(config.data.batch_size), samples=self.step_config.num_samples,
+        grad_accum_steps=self.step_config.grad_accum_steps, prefix=("data", "sampling", "grpo"))
+    self.compute_dtype = model_config.dtype
+    # The reference policy is the initial one, in the compute dtype (a copy: the train state
+    # is donated).
+    self.ref_params = None
+    if self.step_config.loss.beta > 0:
+      self.ref_params = jax.tree.map(
+          lambda x: jnp.array(x, dtype=self.compute_dtype if jnp.issubdtype(
+              x.dtype, jnp.floating) else x.dtype, copy=True), params)
     self.tx = optim.make_optimizer(config.optim)
     self.state, shardings = train_lib.init_train_state(params, self.tx, self.mesh)
+    self._param_shardings = shardings["params"]
     self.update = train_step.GrpoUpdate(self.graphdef, self.tx, self.step_config, self.mesh,
                                         shardings)
     self.sampler = sampler_lib.Sampler(self.graphdef, sampler_config(config, self.tokenizer),
@@ -161,9 +178,12 @@ class GrpoTrainer:
       examples = _examples(batch, self.think_budget)
     with timer("sampling"):
       forced = cfg.sampling.budget_mode == "forced" and self.think_budget is not None
+      # The masters cast once to the compute dtype: the decode loop reads that copy.
+      policy = train_lib.cast_params(state["params"], self.compute_dtype, self._param_shardings)
       samples = self.sampler.generate(
-          state["params"], prompts, num_samples=g, key=jax.random.fold_in(key, 0),
+          policy, prompts, num_samples=g, key=jax.random.fold_in(key, 0),
           budgets=self.think_budget if forced else None)
+      del policy
       jax.block_until_ready(samples)
     with timer("rewards"):
       arrays = train_lib.to_global(
@@ -185,22 +205,24 @@ class GrpoTrainer:
     metrics.update(update_metrics)
     metrics.update(timer.metrics())
     texts = None
-    if cfg.log_every and step % int(cfg.log_every) == 0:
+    if cfg.log_every and step % int(cfg.log_every) == 0 and jax.process_index() == 0:
       texts = {"samples": self._sample_text(batch, samples)}
     return state, metrics, texts
 
   def _sample_text(self, batch, samples: samples_lib.Samples) -> str:
-    """The first prompt's question and its G completions (for TensorBoard's text tab)."""
+    """The first prompt's question and its G completions (for TensorBoard's text tab); process
+    0's rows come first in the global batch, so its first prompt is the global first."""
     g = self.step_config.num_samples
-    host = jax.device_get((samples.tokens[:g], samples.lengths[:g]))
+    host = (distributed.host_rows(samples.tokens)[:g], distributed.host_rows(samples.lengths)[:g])
     lines = [f"**{batch['question'][0]}** (answer: {batch['answer'][0]})"]
     lines += [f"- `{self.tokenizer.decode(t[:n])}`" for t, n in zip(*host)]
     return "\n".join(lines)
 
   def run(self) -> train_lib.TrainState:
-    state = train_lib.train_loop(
-        workdir=self.workdir, state=self.state, iterator=self.iterator, step_fn=self.step,
-        total_steps=int(self.config.steps), config=self.config, console_keys=CONSOLE_KEYS)
+    with jax.set_mesh(self.mesh):  # the models' activation sharding constraints apply
+      state = train_lib.train_loop(
+          workdir=self.workdir, state=self.state, iterator=self.iterator, step_fn=self.step,
+          total_steps=int(self.config.steps), config=self.config, console_keys=CONSOLE_KEYS)
     logging.info("GRPO done: %d steps, update compiled %d time(s), sampler %d executable(s)",
                  int(self.config.steps), self.update.compile_count, self.sampler.compile_count)
     return state

@@ -2,7 +2,8 @@
 
 Prompts are left-padded so every row's last prompt token sits in the same column and the
 first generated token of every row goes into the same cache slot. The padded length is the
-smallest bucket that fits the longest prompt, so a batch of a new prompt length reuses the
+smallest bucket that fits the longest prompt of every process (on several hosts each holds its
+own rows of the global batch, and they must agree on one shape), so a batch of a new prompt length reuses the
 compiled sampler of its bucket instead of compiling a new one.
 """
 
@@ -13,6 +14,8 @@ from typing import Any, Mapping, Sequence
 import flax.struct
 import jax
 import numpy as np
+
+from cesar_jax.parallel import distributed
 
 # Buckets for Qwen2-Audio prompts (a 30 s clip alone is 750 audio tokens, a 10 s one 250):
 # steps of 64 up to 512, 128 up to 1024, 256 up to 2048. Prefill attention costs P^2, so
@@ -103,7 +106,8 @@ def trim_frames(features: np.ndarray, feature_mask: np.ndarray,
   f = features.shape[2]
   if not buckets:
     return features, feature_mask
-  need = int(feature_mask.sum(axis=1).max()) + _FRAME_MARGIN
+  # Every process must trim to the same width (one compiled shape): agree on the longest clip.
+  need = distributed.agree_max(int(feature_mask.sum(axis=1).max())) + _FRAME_MARGIN
   fits = [b for b in sorted(buckets) if b >= need]
   width = min(fits[0], f) if fits else f
   width += width % 2  # The encoder needs an even frame count.
@@ -144,7 +148,9 @@ def make_batch(prompts: Mapping[str, Any] | PromptBatch, *, buckets: Sequence[in
     raise ValueError(f"prompts: input_ids must be [B, T], got shape {ids.shape}")
   if np.any(mask.sum(axis=1) == 0):
     raise ValueError(f"prompts: rows {np.flatnonzero(mask.sum(axis=1) == 0).tolist()} are empty")
-  length = bucket_length(int(mask.sum(axis=1).max()), buckets)
+  # The bucket of the longest prompt of ALL processes: each host holds only its own rows, and
+  # the global batch they form must have one shape.
+  length = bucket_length(distributed.agree_max(int(mask.sum(axis=1).max())), buckets)
   ids, mask = left_pad(ids, mask, length, pad_id)
   features = np.asarray(jax.device_get(prompts["input_features"]), np.float32)
   if features.ndim != 3 or features.shape[0] != ids.shape[0]:

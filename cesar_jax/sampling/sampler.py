@@ -204,17 +204,32 @@ class Sampler:
         max_new_tokens=np.asarray(max_new, np.int32),
         key=_key_data(jax.random.key(0) if key is None else key))
 
-  def _place(self, tree: Any, shardings: Any) -> Any:
-    """Host arrays -> global arrays on the mesh; every process holds the full host tree and
-    materialises only its own shards (multi-host safe). Without a mesh: unchanged."""
+  def _place(self, tree: Any, per_row: bool) -> Any:
+    """Host arrays -> global arrays on the mesh (`mesh.host_to_global`). `per_row` leaves hold
+    THIS process's rows (its prompts, their budgets and sampling controls): the global batch
+    stacks every process's rows in process order. Other leaves are the same on every host.
+    Without a mesh: unchanged (one process)."""
     if self.mesh is None:
       return tree
-    return jax.tree.map(lambda x, s: mesh_lib.put_sharded(np.asarray(x), s), tree, shardings)
+    if per_row:
+      return mesh_lib.host_batch_to_global(tree, self.mesh)
+    return mesh_lib.host_to_global(tree, jax.tree.map(lambda _: self._replicated(), tree))
+
+  def _place_controls(self, controls: loop.Controls) -> loop.Controls:
+    return controls.replace(
+        budgets=self._place(controls.budgets, True), sampling=self._place(controls.sampling, True),
+        stop_ids=self._place(controls.stop_ids, False),
+        max_new_tokens=self._place(controls.max_new_tokens, False),
+        key=self._place(controls.key, False))
 
   def generate(self, params: nnx.State, prompts: Mapping[str, Any] | batching.PromptBatch, *,
                num_samples: int = 1, **control_kwargs: Any) -> Samples:
-    """Prompts -> `Samples` (device arrays, rows prompt-major). Keyword arguments as `controls`;
-    a budget list of length B (one per prompt) is repeated over the G samples."""
+    """Prompts -> `Samples` (global device arrays, rows prompt-major). Keyword arguments as
+    `controls`; a budget list of length B (one per prompt) is repeated over the G samples.
+
+    On several processes each passes its own B_p prompts (and their budgets); the samples are
+    one global batch of sum_p B_p * G rows, process 0's first (`distributed.host_rows` gives
+    a process its own rows back)."""
     cfg = self.config
     batch = batching.make_batch(prompts, buckets=cfg.prompt_buckets, pad_id=cfg.pad_id,
                                 frame_buckets=cfg.frame_buckets)
@@ -223,8 +238,8 @@ class Sampler:
     if budgets is not None and np.ndim(budgets) == 1 and len(budgets) == batch.batch_size:
       budgets = np.repeat(np.asarray(budgets), num_samples)
     controls = self.controls(n, budgets=budgets, **control_kwargs)
-    batch = self._place(batch, self._batch_shardings(batch))
-    controls = self._place(controls, self._controls_shardings(controls))
+    batch = self._place(batch, True)
+    controls = self._place_controls(controls)
     logits, cache = self._prefill_fn(params, batch, num_samples)(params, batch)
     samples, _ = self._decode_fn(logits, cache, controls, num_samples)(params, logits, cache,
                                                                       controls)

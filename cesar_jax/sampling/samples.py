@@ -66,7 +66,9 @@ class Samples:
     return [FINISH_REASONS[int(r)] for r in np.asarray(self.finish_reason)]
 
   def to_numpy(self) -> "Samples":
-    return jax.tree.map(np.asarray, jax.device_get(self))
+    """numpy rows of this process (all rows with one process; see `distributed.host_rows`)."""
+    from cesar_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+    return jax.tree.map(distributed.host_rows, self)
 
   def texts(self, tokenizer, skip_special_tokens: bool = False) -> list[str]:
     """Decoded completions (up to each row's length)."""

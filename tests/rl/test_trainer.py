@@ -35,7 +35,7 @@ def _model_config():
 
 @pytest.fixture(scope="module")
 def mesh():
-  return mesh_lib.make_mesh((1, -1, 1))
+  return mesh_lib.make_mesh((1, 2, 4))  # 2 batch shards: B = 4 prompts split, minibatches too
 
 
 def _model(mesh, seed=0):
