@@ -3,7 +3,7 @@
 Stages (grain `DataLoader` operations, run in `worker_count` worker processes if asked):
 shuffle (seeded `IndexSampler`, per epoch) -> decode (tfds bytes to str; audio from the
 example, or decoded from `audio_path` with `audio_io`) -> log-mel features (one example at a
-time) -> prompt (`prompts.format_question`, `Tokenizer.encode_prompt` with the audio
+time, numpy on the host: `data/log_mel.py`) -> prompt (`prompts.format_question`, `Tokenizer.encode_prompt` with the audio
 placeholder repeated once per audio token) -> batch (left-pad to a length bucket).
 Per-host sharding: host p reads the p-th block of every global batch (`config.batch_size`
 rows per host; `parallel.distributed.HostBlockSampler`), so the global batch is the same on
@@ -155,7 +155,8 @@ class ExtractFeatures(grain.transforms.Map):
   """Adds `input_features` f32[n_mels, F], `feature_mask` int32[F]; drops `audio`.
 
   `feature_fn(waveforms, *, n_mels, chunk_seconds) -> (f32[B, n_mels, F], int32[B, F])`
-  defaults to `cesar_jax.models.features.extract_features`.
+  defaults to `cesar_jax.data.log_mel.extract_features`: numpy on the host, so the pipeline
+  (and its worker processes) never touch the accelerator.
   """
   n_mels: int
   chunk_seconds: float
@@ -164,8 +165,8 @@ class ExtractFeatures(grain.transforms.Map):
   def map(self, example: dict[str, Any]) -> dict[str, Any]:
     fn = self.feature_fn
     if fn is None:
-      from cesar_jax.models import features  # pylint: disable=g-import-not-at-top
-      fn = features.extract_features
+      from cesar_jax.data import log_mel  # pylint: disable=g-import-not-at-top
+      fn = log_mel.extract_features
     audio = example.pop("audio")
     feats, mask = fn([audio], n_mels=self.n_mels, chunk_seconds=self.chunk_seconds)
     example["input_features"] = np.asarray(feats, np.float32)[0]

@@ -1,0 +1,44 @@
+"""The host (numpy) log-mel of the data pipeline equals the jitted one and transformers'."""
+
+import numpy as np
+import pytest
+
+from cesar_jax.data import log_mel
+from cesar_jax.data import pipeline
+from cesar_jax.models import features
+
+transformers = pytest.importorskip("transformers")
+SR = 16_000
+
+
+def _waves(seed: int, chunk_seconds: int) -> list[np.ndarray]:
+  rng = np.random.default_rng(seed)
+  t = np.arange(2 * chunk_seconds * SR) / SR
+  return [(0.5 * np.sin(2 * np.pi * 440 * t[:SR + 123])).astype(np.float32),
+          rng.normal(0, 0.1, chunk_seconds * SR + 4321).astype(np.float32),  # truncated
+          np.zeros(SR // 2, np.float32),
+          (1e-3 * np.sin(2 * np.pi * 1000 * t[:SR])).astype(np.float32)]
+
+
+@pytest.mark.parametrize("n_mels,chunk_seconds", [(128, 30), (80, 4), (16, 1)])
+def test_numpy_features_equal_jax_and_whisper(n_mels, chunk_seconds):
+  waves = _waves(n_mels, chunk_seconds)
+  got, mask = log_mel.extract_features(waves, n_mels=n_mels, chunk_seconds=chunk_seconds)
+  assert isinstance(got, np.ndarray) and got.dtype == np.float32
+  want, want_mask = features.extract_features(waves, n_mels=n_mels, chunk_seconds=chunk_seconds)
+  np.testing.assert_allclose(got, np.asarray(want), atol=2e-5, rtol=0)
+  np.testing.assert_array_equal(mask, want_mask)
+  if n_mels in (80, 128):
+    ref = transformers.WhisperFeatureExtractor(feature_size=n_mels, chunk_length=chunk_seconds)(
+        waves, sampling_rate=SR, padding="max_length", return_tensors="np")
+    np.testing.assert_allclose(got, ref["input_features"], atol=1e-4, rtol=0)
+
+
+def test_the_pipeline_extracts_on_the_host_without_jax(monkeypatch):
+  """The pipeline's default feature map never calls the jitted spectrogram."""
+  def fail(*args, **kwargs):
+    raise AssertionError("the data pipeline called the jitted log-mel")
+  monkeypatch.setattr(features, "log_mel_spectrogram", fail)
+  example = {"audio": _waves(0, 1)[0], "question": "q"}
+  out = pipeline.ExtractFeatures(n_mels=16, chunk_seconds=1.0).map(example)
+  assert out["input_features"].shape == (16, 100) and out["feature_mask"].sum() == 100
