@@ -77,6 +77,8 @@ def grpo(**overrides) -> ml_collections.ConfigDict:
       grad_accum_steps=1,  # minibatches (of whole groups) per update
       old_logp="recompute",  # mu > 1: old log-probs from a teacher-forced forward of the
       #                        pre-update policy (TRL's num_iterations > 1), or "sampler"'s
+      completion_buckets=1,  # > 1: the update skips completion columns past the batch's
+      #                        longest completion, compiling for this many widths at most
       log_entropy=True,
   ))
   section.update(overrides)

@@ -21,7 +21,7 @@ Logged every step (metrics.jsonl, TensorBoard, console): each reward component
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -114,6 +114,28 @@ def score(reward_fn: rewards_lib.RewardFn, samples: samples_lib.Samples,
   return advantages, metrics
 
 
+def completion_buckets(capacity: int, count: int) -> tuple[int, ...]:
+  """`count` completion widths the update compiles for: capacity * i / count, i = 1..count
+  (rounded up to a multiple of 8), so a batch whose longest completion is short does not
+  train on padding, and at most `count` update programs are ever compiled."""
+  if count < 1:
+    raise ValueError(f"config.grpo.completion_buckets={count} must be >= 1")
+  widths = set()
+  for i in range(1, count + 1):
+    width = -(-capacity * i // count)  # ceil
+    widths.add(min(capacity, -(-width // 8) * 8))
+  return tuple(sorted(widths))
+
+
+def completion_width(samples: samples_lib.Samples, buckets: Sequence[int]) -> int:
+  """The smallest bucket that holds the longest completion of the (global) batch. Cutting
+  the columns past it changes nothing: they are padding in every row (masked out)."""
+  if len(buckets) == 1:
+    return buckets[0]
+  longest = int(jax.device_get(jnp.max(samples.lengths)))
+  return next(b for b in buckets if b >= longest)
+
+
 def _examples(batch: Mapping[str, Any], think_budget: int | None) -> list[dict[str, Any]]:
   """The reward's view of each prompt (host side, once per prompt)."""
   out = []
@@ -160,6 +182,8 @@ class GrpoTrainer:
         config.data, self.tokenizer, batch_size=int(config.data.batch_size),
         think_budget=self.think_budget if prompted else None)
     self.nan_steps = frozenset(int(s) for s in config.debug.nan_steps)
+    self.completion_buckets = completion_buckets(int(config.sampling.max_new_tokens),
+                                                 int(config.grpo.completion_buckets))
 
   def _prompts(self, batch: Mapping[str, Any]) -> batching.PromptBatch:
     return batching.make_batch(
@@ -196,9 +220,11 @@ class GrpoTrainer:
           {"prompt_ids": prompts.input_ids, "prompt_mask": prompts.attention_mask,
            "input_features": prompts.input_features,
            "feature_mask": prompts.feature_attention_mask}, self.mesh)
+      width = completion_width(samples, self.completion_buckets)
       rollouts = train_step.Rollouts(
-          **device_prompts, completions=samples.tokens, completion_mask=samples.valid,
-          loss_mask=samples.loss_mask, old_logp=samples.logprobs, advantages=advantages,
+          **device_prompts, completions=samples.tokens[:, :width],
+          completion_mask=samples.valid[:, :width], loss_mask=samples.loss_mask[:, :width],
+          old_logp=samples.logprobs[:, :width], advantages=advantages,
           loss_scale=np.float32(np.nan if step in self.nan_steps else 1.0))
       state, update_metrics = self.update(state, rollouts, self.ref_params)
       jax.block_until_ready(update_metrics)

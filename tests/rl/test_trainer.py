@@ -219,3 +219,63 @@ def test_several_updates_per_batch_use_old_logp_and_the_reference(mesh, policy):
   assert float(metrics["ratio/max"]) > 1.0 > float(metrics["ratio/min"])
   assert float(metrics["clip_frac/region"]) > 0
   assert int(metrics["optim/skipped_steps"]) == 0
+
+
+def _assert_same_update(a, b, rtol=1e-5):
+  (sa, ma), (sb, mb) = a, b
+  for key in ("loss", "policy_loss", "grad_norm"):
+    np.testing.assert_allclose(float(ma[key]), float(mb[key]), rtol=rtol, atol=1e-7, err_msg=key)
+  for x, y in zip(jax.tree.leaves(sa["params"]), jax.tree.leaves(sb["params"])):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-7)
+
+
+def test_mu_2_recomputes_the_old_logp_from_the_pre_update_policy(mesh, policy):
+  """`old_logp="recompute"` (default): the sampler's log-probs are not used (here: zeros), and
+  the update equals the one given the true pre-update log-probs as the sampler's."""
+  graphdef, state, _ = _update_fn(mesh, policy, mu=2)
+  adv = np.array([1, -1] * B, np.float32)
+  r = _rollouts(advantages=adv)  # old_logp = zeros: a wrong sampler
+  true_old = np.asarray(grpo.token_log_probs(_logits(graphdef, state["params"], r),
+                                             r.completions))
+  recomputed = _update_fn(mesh, policy, mu=2)[2]
+  sampler = _update_fn(mesh, policy, mu=2, old_logp="sampler")[2]
+  fresh = lambda: _update_fn(mesh, policy)[1]  # noqa: E731  (a new state: updates donate it)
+  got = recomputed(fresh(), r)
+  want = sampler(fresh(), r.replace(old_logp=true_old))
+  _assert_same_update(got, want)
+  wrong = sampler(fresh(), r)  # the zeros as old log-probs: a different update
+  assert abs(float(wrong[1]["ratio/mean"]) - float(got[1]["ratio/mean"])) > 1e-3
+
+
+def test_logp_gap_is_the_sampler_minus_training_logp_on_scored_tokens(mesh, policy):
+  graphdef, state, update = _update_fn(mesh, policy)
+  r = _rollouts()
+  logp = np.asarray(grpo.token_log_probs(_logits(graphdef, state["params"], r), r.completions))
+  shifted = np.where(r.loss_mask, logp + 0.5, -100.0)  # unscored tokens are not counted
+  _, metrics = update(state, r.replace(old_logp=shifted))
+  np.testing.assert_allclose(float(metrics["logp_gap/mean"]), 0.5, rtol=1e-4)
+  np.testing.assert_allclose(float(metrics["logp_gap/max"]), 0.5, rtol=1e-4)
+
+
+def test_cutting_padding_columns_changes_no_update(mesh, policy):
+  """The trainer trains on completion columns up to the batch's longest completion only
+  (`completion_buckets`): the update on the cut rollouts equals the full one."""
+  r = _rollouts()
+  longest = int(r.completion_mask.sum(1).max())
+  pad = 3  # columns of padding in every row
+  full = r.replace(**{f: np.pad(getattr(r, f), ((0, 0), (0, pad))) for f in (
+      "completions", "completion_mask", "loss_mask", "old_logp")})
+  assert full.completions.shape[1] == M + pad and longest <= M
+  _, state, update = _update_fn(mesh, policy)
+  cut = update(state, r)
+  _, state, update = _update_fn(mesh, policy)
+  _assert_same_update(update(state, full), cut)
+
+
+def test_completion_buckets():
+  from cesar_jax.rl import trainer  # pylint: disable=g-import-not-at-top
+  assert trainer.completion_buckets(256, 4) == (64, 128, 192, 256)
+  assert trainer.completion_buckets(300, 2) == (152, 300)
+  assert trainer.completion_buckets(8, 1) == (8,)
+  with pytest.raises(ValueError, match="completion_buckets=0"):
+    trainer.completion_buckets(8, 0)
