@@ -239,7 +239,9 @@ def _text_from_hf(text_hf: Mapping[str, Any]) -> DecoderConfig:
   """A DecoderConfig from an HF text_config dict (Qwen2 or the Omni thinker's)."""
   rope = text_hf.get("rope_parameters") or text_hf.get("rope_scaling") or {}
   rope_type = rope.get("rope_type", rope.get("type", "default"))
-  if rope_type != "default":
+  # "mrope" (Qwen2-VL-era spelling of the Omni thinker's rope): with audio + text only its three
+  # position rows are equal, i.e. the default rope (see audio_lm.py).
+  if rope_type not in ("default", "mrope"):
     raise ValueError(f"config.json: text_config rope_type={rope_type!r} is not supported")
   if text_hf.get("use_sliding_window"):
     raise ValueError("config.json: text_config.use_sliding_window=true is not supported")
