@@ -117,3 +117,18 @@ def test_errors_name_the_problem(encoder):
   with pytest.raises(ValueError, match="n_window=11 exceeds max_source_positions=10"):
     OmniAudioEncoder(config.AudioEncoderConfig(n_window=11, max_source_positions=10), 4,
                      rngs=nnx.Rngs(0))
+
+
+def test_pipeline_takes_the_architecture_rule():
+  """`TokenizePrompt(audio_tokens_fn=...)`: placeholders from the model's rule, picklable for
+  grain worker processes."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  from cesar_jax import tokenizers  # pylint: disable=g-import-not-at-top
+  calls = []
+  tok = tokenizers.Tokenizer.builtin()
+  example = {"question": "Q?", "choices": ["a", "b"], "feature_mask": np.ones(37, np.int32)}
+  op = pipeline.TokenizePrompt(tok, 512, audio_tokens_fn=audio_tokens.qwen2_5_omni)
+  out = pickle.loads(pickle.dumps(op)).map(dict(example))
+  assert out["num_audio_tokens"] == 9 == list(out["prompt_ids"]).count(tok.audio_id)
+  op = pipeline.TokenizePrompt(tok, 512, audio_tokens_fn=lambda n: calls.append(n) or 2)
+  assert op.map(dict(example))["num_audio_tokens"] == 2 and calls == [37]
