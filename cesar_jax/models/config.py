@@ -184,8 +184,8 @@ class AudioLMConfig:
       if out_dim != text_hf["hidden_size"]:
         raise ValueError(f"config.json: audio_config.output_dim={out_dim} differs from "
                          f"text_config.hidden_size={text_hf['hidden_size']}")
-      if "tie_word_embeddings" in hf:  # The thinker's own flag decides (transformers 5).
-        text_hf["tie_word_embeddings"] = hf["tie_word_embeddings"]
+      # The thinker's own flag decides (default False), not text_config's, as in transformers.
+      text_hf["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings", False))
     text = _text_from_hf(text_hf)
     audio_token_id = hf.get("audio_token_index", hf.get("audio_token_id", cls.audio_token_id))
     param_dtype = overrides.pop("param_dtype", dtype)

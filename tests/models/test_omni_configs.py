@@ -130,3 +130,12 @@ def test_smoke_config_arch_arg():
   assert config.from_config_dict(omni.model).arch == "qwen2_5_omni"
   with pytest.raises(ValueError, match="arch='omnii'; choose from"):
     _load("smoke", "arch=omnii")
+
+
+def test_the_thinker_flag_decides_tying():
+  # transformers ties the thinker's head by its own tie_word_embeddings (default False), not by
+  # text_config's (whose class default is True).
+  thinker = dict(_release_config()["thinker_config"])
+  thinker["text_config"] = dict(thinker["text_config"], tie_word_embeddings=True)
+  assert not config.AudioLMConfig.from_hf(thinker).text.tie_word_embeddings
+  assert config.AudioLMConfig.from_hf(dict(thinker, tie_word_embeddings=True)).text.tie_word_embeddings
