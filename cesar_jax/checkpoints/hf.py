@@ -27,10 +27,11 @@ Dtypes: `load(dtype=...)` sets the parameter (master) dtype and remembers the ch
 dtype; `save` writes that dtype (or `param_dtype` for a model not loaded from HF) unless told
 otherwise, in the tensors and in config.json.
 
-Tying: transformers' Qwen2-Audio never ties its LM head (it always has `lm_head.weight`). A
-config asking for tied embeddings is loaded tied only when the stored head equals the
-embedding (or is absent); otherwise it loads untied, as transformers would compute it.
-`save` of a tied model writes the embedding as `lm_head.weight` too.
+Tying: transformers' Qwen2-Audio never ties its LM head (it always has `lm_head.weight`); the
+Omni thinker ties by its own top-level `tie_word_embeddings` (False in the release). A config
+asking for tied embeddings is loaded tied only when the stored head equals the embedding (or
+is absent); otherwise it loads untied, as transformers would compute it. `save` of a tied
+model writes the embedding as the head too.
 """
 
 from __future__ import annotations
