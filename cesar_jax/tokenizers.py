@@ -4,6 +4,10 @@ Both are byte-level BPE with the same special tokens, so everything downstream (
 sampler's budget forcing, the token-id rewards) sees one interface:
 
 * `Tokenizer.from_file(path)`: a Hugging Face `tokenizer.json` (Qwen2-Audio, Qwen2.5-Omni).
+  Its chat template follows the model: Qwen2.5-Omni's tokenizer (it alone holds the vision
+  tokens `<|IMAGE|>`, `<|VIDEO|>` beside the audio ones) gets the Omni thinker's template and
+  system prompt, any other the Qwen2-Audio one (see prompts.py); `chat_format=` overrides.
+  The rule reads the vocabulary itself, so a run's saved tokenizer.json keeps its template.
   The four reasoning tags are added as tokens when the file lacks them; their ids land in the
   padded tail of Qwen's embedding matrix (151,665 < 156,032), where they start untrained.
 * `Tokenizer.builtin()`: a tiny tokenizer trained with `tokenizers` on the synthetic corpus and
@@ -25,6 +29,8 @@ from typing import Iterable, Iterator, Sequence
 import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from cesar_jax import prompts
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 REASONING_TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
@@ -39,19 +45,31 @@ SPECIAL_TOKENS = (
 # punctuation. The token-id rewards rely on this to find word boundaries from token ids.
 BUILTIN_SPLIT_PATTERN = r""" ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 BUILTIN_VOCAB_SIZE = 1024
-SYSTEM_PROMPT = "You are a helpful assistant."
+SYSTEM_PROMPT = prompts.DEFAULT_SYSTEM_PROMPTS["qwen2_audio"]
+# Tokens only Qwen2.5-Omni's tokenizer has (Qwen2-Audio's stops at <|audio_eos|>).
+OMNI_MARKER_TOKENS = ("<|IMAGE|>", "<|VIDEO|>")
 _ASSET = "tokenizer.json"
 
 
 class Tokenizer:
   """A `tokenizers.Tokenizer` plus the ids and the chat template this project needs."""
 
-  def __init__(self, tokenizer: hf_tokenizers.Tokenizer, *, system_prompt: str = SYSTEM_PROMPT):
+  def __init__(self, tokenizer: hf_tokenizers.Tokenizer, *, system_prompt: str | None = None,
+               chat_format: str | None = None):
+    """chat_format: "qwen2_audio" or "qwen2_5_omni" (None: from the vocabulary, see above);
+    system_prompt: None = the format's default."""
     missing = [t for t in REASONING_TAGS if tokenizer.token_to_id(t) is None]
     if missing:
       tokenizer.add_special_tokens(missing)
     self._tok = tokenizer
-    self.system_prompt = system_prompt
+    if chat_format is None:
+      is_omni = all(tokenizer.token_to_id(t) is not None for t in OMNI_MARKER_TOKENS)
+      chat_format = "qwen2_5_omni" if is_omni else "qwen2_audio"
+    if chat_format not in prompts.CHAT_FORMATS:
+      raise ValueError(f"chat_format={chat_format!r} is not one of {prompts.CHAT_FORMATS}")
+    self.chat_format = chat_format
+    self.system_prompt = (prompts.DEFAULT_SYSTEM_PROMPTS[chat_format] if system_prompt is None
+                          else system_prompt)
     ids = {t: self._required_id(t) for t in SPECIAL_TOKENS}
     self.endoftext_id = ids["<|endoftext|>"]
     self.pad_id = self.endoftext_id  # As Qwen: <|endoftext|> pads.
@@ -84,9 +102,12 @@ class Tokenizer:
     return cls(hf_tokenizers.Tokenizer.from_file(str(path)), **kwargs)
 
   @classmethod
-  def builtin(cls) -> "Tokenizer":
-    """The tiny tokenizer shipped with the package (trained on the synthetic corpus)."""
-    return _builtin()
+  def builtin(cls, **kwargs) -> "Tokenizer":
+    """The tiny tokenizer shipped with the package (trained on the synthetic corpus); Qwen2-Audio
+    chat format unless `chat_format=` / `system_prompt=` say otherwise."""
+    if not kwargs:
+      return _builtin()
+    return cls(hf_tokenizers.Tokenizer.from_str(_builtin().backend.to_str()), **kwargs)
 
   @property
   def vocab_size(self) -> int:
@@ -126,18 +147,17 @@ class Tokenizer:
     return bytes(_BYTE_DECODER[c] for c in piece)
 
   def encode_prompt(self, user_text: str, num_audio_tokens: int) -> list[int]:
-    """Qwen2-Audio's chat template for one audio clip and one user turn, generation prompt on.
+    """The chat template of `chat_format` for one audio clip and one user turn, generation
+    prompt on (prompts.chat_around_audio), with the audio placeholder already expanded to
+    `num_audio_tokens` copies as the processors do. Qwen2-Audio's:
 
     `<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\nAudio 1: <|audio_bos|>
-    <|AUDIO|>*num_audio_tokens<|audio_eos|>\\n{user_text}<|im_end|>\\n<|im_start|>assistant\\n`,
-    with the audio placeholder already expanded as Qwen2AudioProcessor does.
+    <|AUDIO|>*num_audio_tokens<|audio_eos|>\\n{user_text}<|im_end|>\\n<|im_start|>assistant\\n`
     """
     if num_audio_tokens < 0:
       raise ValueError(f"num_audio_tokens must be >= 0, got {num_audio_tokens}")
-    head = self.encode(f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
-                       "<|im_start|>user\nAudio 1: <|audio_bos|>")
-    tail = self.encode(f"<|audio_eos|>\n{user_text}<|im_end|>\n<|im_start|>assistant\n")
-    return head + [self.audio_id] * num_audio_tokens + tail
+    head, tail = prompts.chat_around_audio(user_text, self.chat_format, self.system_prompt)
+    return self.encode(head) + [self.audio_id] * num_audio_tokens + self.encode(tail)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -188,7 +208,6 @@ def _builtin() -> Tokenizer:
 def builtin_corpus() -> Iterator[str]:
   """The text the built-in tokenizer is trained on: synthetic questions, options, traces, and
   the prompt's fixed text (chat template, instructions with every CESAR budget)."""
-  from cesar_jax import prompts  # pylint: disable=g-import-not-at-top
   from cesar_jax.data import synthetic  # pylint: disable=g-import-not-at-top
   yield f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\nAudio 1: "
   for budget in (None, *range(0, 251, 25)):

@@ -14,6 +14,11 @@ Run (2 CPU cores; ~40 s each, most of it compiling):
   python -m cesar_jax.main --config=configs/smoke.py:init_from=/tmp/smoke_sft \
       --workdir=/tmp/smoke_grpo
 
+`arch=omni` runs the same on the tiny Qwen2.5-Omni thinker (preset `tiny_omni`, cut down the
+same way; chunks of 2 * 50 frames = 1 s, so one chunk per clip here):
+
+  python -m cesar_jax.main --config=configs/smoke.py:job=sft,arch=omni --workdir=/tmp/omni_sft
+
 Expect metrics.jsonl with one line per step; SFT loss from ~6.7 to ~0.3; GRPO format_rate
 near 1 after a few steps and `optim/skipped_steps` 0. Re-running a command resumes it. From a
 random init (no `init_from`) GRPO runs but every reward is 0: nothing to learn.
@@ -29,16 +34,24 @@ from cesar_jax import config as config_lib  # noqa: E402
 from configs import common  # noqa: E402
 
 
+# arch arg -> model preset: Qwen2-Audio (default) or the Qwen2.5-Omni thinker.
+_PRESETS = {"qwen2_audio": "tiny", "omni": "tiny_omni"}
+
+
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, job="grpo", steps=12, sft_steps=40, init_from="")
+  arg = config_lib.parse_arg(arg, job="grpo", steps=12, sft_steps=40, init_from="",
+                             arch="qwen2_audio")
+  if arg.arch not in _PRESETS:
+    raise ValueError(f"configs/smoke.py: arch={arg.arch!r}; choose from {sorted(_PRESETS)}")
   config = common.base(job=arg.job, steps=arg.steps, reward_preset="outcome")
   config.init_from = arg.init_from
   config.log_every = 2
   config.checkpoint_every = 2
 
-  # Model section: the tiny preset cut down (width 64, one layer each side, 16 mels).
-  config.model = common.model("tiny", num_hidden_layers=1, encoder_layers=1, num_mel_bins=16,
-                              max_source_positions=50)  # 1 s of features = 100 frames
+  # Model section: the tiny preset (or tiny_omni) cut down (width 64, one layer each side,
+  # 16 mels).
+  config.model = common.model(_PRESETS[arg.arch], num_hidden_layers=1, encoder_layers=1,
+                              num_mel_bins=16, max_source_positions=50)  # 1 s = 100 frames
 
   # Data section.
   config.data.num_examples = 32

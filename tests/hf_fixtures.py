@@ -1,8 +1,9 @@
-"""Tiny random transformers Qwen2-Audio checkpoints and matching inputs, built offline.
+"""Tiny random transformers Qwen2-Audio and Qwen2.5-Omni thinker checkpoints, built offline.
 
 Shared by the model, checkpoint and sampler tests:
 
   path, hf_model = build_hf_checkpoint(tmp_path, HFSpec(num_key_value_heads=2))
+  path, hf_model = build_hf_checkpoint(tmp_path, OmniSpec(n_window=3))   # the Omni thinker
   batch = make_batch(spec, feature_lengths=[40, 27], text_lengths=[5, 9], seed=0)
   hf_logits = hf_forward(hf_model, batch)            # np.float32[B, T, V]
 
@@ -62,9 +63,50 @@ class HFSpec:
         audio_token_index=self.audio_token_id)
 
 
+@dataclasses.dataclass(frozen=True)
+class OmniSpec(HFSpec):
+  """Shapes of a tiny Qwen2.5-Omni thinker. Frames are cut into chunks of 2 * n_window; any
+  feature_frames works (no 30 s window): clips need not fill a whole number of chunks."""
+  n_window: int = 4
+  feature_frames: int = 44
+  max_source_positions: int = 30
+  num_key_value_heads: int = 2
+  rope_theta: float = 1000000.0
+
+  def hf_config(self):
+    from transformers import Qwen2_5OmniThinkerConfig
+    from cesar_jax.models.config import omni_mrope_section
+    head_dim = self.hidden_size // self.num_attention_heads
+    v = self.vocab_size  # special ids other than audio: unused here, kept inside the vocabulary
+    return Qwen2_5OmniThinkerConfig(
+        audio_config=dict(
+            d_model=self.d_model, encoder_layers=self.encoder_layers,
+            encoder_attention_heads=self.encoder_attention_heads,
+            encoder_ffn_dim=self.encoder_ffn_dim, num_mel_bins=self.num_mel_bins,
+            n_window=self.n_window, output_dim=self.hidden_size,
+            max_source_positions=self.max_source_positions),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2,
+                           out_hidden_size=self.hidden_size, fullatt_block_indexes=[0]),
+        text_config=dict(
+            vocab_size=v, hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size, num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads, max_position_embeddings=256,
+            rms_norm_eps=self.rms_norm_eps, tie_word_embeddings=self.tie_word_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta,
+                             "mrope_section": omni_mrope_section(head_dim)}),
+        audio_token_index=self.audio_token_id, image_token_index=v - 2,
+        video_token_index=v - 3, vision_start_token_id=v - 4, vision_end_token_id=v - 5,
+        audio_start_token_id=v - 6, audio_end_token_id=v - 7,
+        tie_word_embeddings=self.tie_word_embeddings)
+
+
 def jax_config(spec: HFSpec, **overrides):
   """The cesar_jax AudioLMConfig of the same shapes (no transformers import needed)."""
   from cesar_jax.models import config
+  if isinstance(spec, OmniSpec):
+    overrides = dict(dict(arch="qwen2_5_omni", n_window=spec.n_window,
+                          max_source_positions=spec.max_source_positions), **overrides)
   cfg = config.AudioLMConfig(
       audio=config.AudioEncoderConfig(
           num_mel_bins=spec.num_mel_bins, d_model=spec.d_model, encoder_layers=spec.encoder_layers,
@@ -93,11 +135,14 @@ def randomize_(model, seed: int = 0) -> None:
 
 
 def build_hf_model(spec: HFSpec, seed: int = 0):
-  """A random `Qwen2AudioForConditionalGeneration` (float32, eager attention, eval mode)."""
+  """A random `Qwen2AudioForConditionalGeneration` or, for an OmniSpec,
+  `Qwen2_5OmniThinkerForConditionalGeneration` (float32, eager attention, eval mode)."""
   import torch
-  from transformers import Qwen2AudioForConditionalGeneration
+  from transformers import Qwen2_5OmniThinkerForConditionalGeneration, Qwen2AudioForConditionalGeneration
   torch.manual_seed(seed)
-  model = Qwen2AudioForConditionalGeneration(spec.hf_config())
+  cls = (Qwen2_5OmniThinkerForConditionalGeneration if isinstance(spec, OmniSpec)
+         else Qwen2AudioForConditionalGeneration)
+  model = cls(spec.hf_config())
   randomize_(model, seed)
   return model.eval()
 

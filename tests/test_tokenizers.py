@@ -70,3 +70,41 @@ def test_prompted_budget_text():
   assert prompts.format_options(["x", "y"]) == "(A) x (B) y"
   with pytest.raises(ValueError, match="at least one option"):
     prompts.format_question("Q?", [])
+
+
+def _omni_like(tok):
+  """A tokenizer with Qwen2.5-Omni's extra vision tokens, as its tokenizer.json has."""
+  backend = tokenizers.hf_tokenizers.Tokenizer.from_str(tok.backend.to_str())
+  backend.add_special_tokens(["<|vision_bos|>", "<|vision_eos|>", "<|IMAGE|>", "<|VIDEO|>"])
+  return backend
+
+
+def test_omni_tokenizer_gets_the_thinker_chat_template(tok, tmp_path):
+  omni = tokenizers.Tokenizer(_omni_like(tok))
+  assert omni.chat_format == "qwen2_5_omni" and tok.chat_format == "qwen2_audio"
+  user = prompts.format_question("Which tone is higher?", ["the first", "the second"])
+  ids = omni.encode_prompt(user, num_audio_tokens=4)
+  assert ids.count(omni.audio_id) == 4
+  assert omni.decode(ids) == (
+      "<|im_start|>system\nYou are Qwen, a virtual human developed by the Qwen Team, Alibaba "
+      "Group, capable of perceiving auditory and visual inputs, as well as generating text and "
+      "speech.<|im_end|>\n<|im_start|>user\n<|audio_bos|>" + "<|AUDIO|>" * 4 + "<|audio_eos|>"
+      + user + "<|im_end|>\n<|im_start|>assistant\n")
+  # The template is read from the vocabulary, so a run's saved tokenizer.json keeps it.
+  (tmp_path / "tokenizer.json").write_text(omni.backend.to_str())
+  assert tokenizers.Tokenizer.from_file(tmp_path).chat_format == "qwen2_5_omni"
+  # Overrides: format and system prompt.
+  forced = tokenizers.Tokenizer.from_file(tmp_path, chat_format="qwen2_audio", system_prompt="S.")
+  assert forced.decode(forced.encode_prompt("u", 1)).startswith(
+      "<|im_start|>system\nS.<|im_end|>\n<|im_start|>user\nAudio 1: <|audio_bos|>")
+  with pytest.raises(ValueError, match="chat_format='llama' is not one of"):
+    tokenizers.Tokenizer(_omni_like(tok), chat_format="llama")
+
+
+def test_builtin_keeps_the_qwen2_audio_template():
+  tok = tokenizers.Tokenizer.builtin()
+  assert tok.chat_format == "qwen2_audio" and tok.system_prompt == "You are a helpful assistant."
+  omni = tokenizers.Tokenizer.builtin(chat_format="qwen2_5_omni")
+  assert omni.chat_format == "qwen2_5_omni" and tokenizers.Tokenizer.builtin() is tok
+  assert omni.decode(omni.encode_prompt("u", 2)).endswith(
+      "<|audio_bos|><|AUDIO|><|AUDIO|><|audio_eos|>u<|im_end|>\n<|im_start|>assistant\n")

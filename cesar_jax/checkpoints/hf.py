@@ -1,27 +1,42 @@
-"""Hugging Face Qwen2-Audio checkpoints (config.json + safetensors) <-> `AudioLM`.
+"""Hugging Face checkpoints (config.json + safetensors) <-> `AudioLM`, both architectures.
 
   model = hf.load("/ckpt/Qwen2-Audio-7B-Instruct", dtype=jnp.bfloat16, mesh=mesh)
+  model = hf.load("/ckpt/Qwen2.5-Omni-7B", dtype=jnp.float32, compute_dtype=jnp.bfloat16)
   hf.save(model, "/tmp/out")        # transformers `from_pretrained` reads it back
 
-One table, `KEY_MAP`, pairs each HF key template with the NNX parameter path and a layout
-transform; `{name}` fields are regex groups (layer index, projection name) shared by both sides,
-so the table maps in both directions. Transforms: "linear" (torch [out, in] <-> flax [in, out]),
-"conv" (torch [out, in, k] <-> flax [k, in, out]), "none".
+The architecture comes from config.json's `model_type`: `qwen2_audio` (Qwen2-Audio),
+`qwen2_5_omni_thinker` (a standalone thinker: `audio_tower.*`, `model.*`, `lm_head.*`) or
+`qwen2_5_omni` (the full release: `thinker_config` nested, `thinker.*` keys beside `talker.*`
+and `token2wav.*`, which are skipped, as is `thinker.visual.*`).
 
-Loading streams: tensor by tensor (safetensors `safe_open`), each transformed, cast and placed
-(on its sharding when a mesh is given, built from abstract shapes so no full model is ever
-materialised first), so a 7B never needs two full copies in host memory. Keys written by
-transformers 5 in its in-memory layout (`model.audio_tower.*`, `lm_head.weight`, ...) are
-accepted too. A missing, unexpected or mis-shaped key is a ValueError naming it (and its file).
+One table per architecture (`KEY_MAP`, `OMNI_KEY_MAP`) pairs each HF key template with the NNX
+parameter path and a layout transform; `{name}` fields are regex groups (layer index,
+projection name) shared by both sides, so a table maps in both directions. Transforms:
+"linear" (torch [out, in] <-> flax [in, out]), "conv" (torch [out, in, k] <-> flax [k, in,
+out]), "none".
 
-Tying: transformers' Qwen2-Audio never ties its LM head (it always has `lm_head.weight`). A
-config asking for tied embeddings is loaded tied only when the stored head equals the
-embedding (or is absent); otherwise it loads untied, as transformers would compute it.
-`save` of a tied model writes the embedding as `lm_head.weight` too.
+Loading streams: tensor by tensor (safetensors `safe_open`), each transformed, cast and placed,
+so a 7B never needs two full copies in host memory. With a mesh, each parameter is built with
+`jax.make_array_from_callback` on its sharding and each device's callback reads only its own
+slice of the tensor (`get_slice(key)[index]`), so on a pod a host reads only what its devices
+hold. Keys written by transformers 5 in its in-memory layout (`model.audio_tower.*`,
+`lm_head.weight`, ...) are accepted too. A missing, unexpected or mis-shaped key is a
+ValueError naming it (and its file).
+
+Dtypes: `load(dtype=...)` sets the parameter (master) dtype and remembers the checkpoint's own
+dtype; `save` writes that dtype (or `param_dtype` for a model not loaded from HF) unless told
+otherwise, in the tensors and in config.json.
+
+Tying: transformers' Qwen2-Audio never ties its LM head (it always has `lm_head.weight`); the
+Omni thinker ties by its own top-level `tie_word_embeddings` (False in the release). A config
+asking for tied embeddings is loaded tied only when the stored head equals the embedding (or
+is absent); otherwise it loads untied, as transformers would compute it. `save` of a tied
+model writes the embedding as the head too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -60,45 +75,85 @@ _GROUPS = {
 
 # (HF key, NNX path, transform).
 _E = "audio_tower.layers.{i}"
-_D = "language_model.model.layers.{i}"
 _N = "language_model.layers.{i}"
-KEY_MAP: tuple[tuple[str, str, str], ...] = (
+_ENCODER_LAYERS = (
     ("audio_tower.{conv}.weight", "audio_tower.{conv}.kernel", "conv"),
     ("audio_tower.{conv}.bias", "audio_tower.{conv}.bias", "none"),
-    ("audio_tower.embed_positions.weight", "audio_tower.embed_positions", "none"),
     (_E + ".self_attn.{eattn}.weight", _E + ".self_attn.{eattn}.kernel", "linear"),
     (_E + ".self_attn.{ebias}.bias", _E + ".self_attn.{ebias}.bias", "none"),
     (_E + ".{eln}.weight", _E + ".{eln}.scale", "none"),
     (_E + ".{eln}.bias", _E + ".{eln}.bias", "none"),
     (_E + ".{fc}.weight", _E + ".{fc}.kernel", "linear"),
     (_E + ".{fc}.bias", _E + ".{fc}.bias", "none"),
+)
+
+
+def _decoder_keys(prefix: str, lm_head: str) -> tuple[tuple[str, str, str], ...]:
+  d = prefix + "layers.{i}"
+  return (
+      (prefix + "embed_tokens.weight", "language_model.embed_tokens.embedding", "none"),
+      (d + ".self_attn.{dattn}.weight", _N + ".self_attn.{dattn}.kernel", "linear"),
+      (d + ".self_attn.{dbias}.bias", _N + ".self_attn.{dbias}.bias", "none"),
+      (d + ".mlp.{mlp}.weight", _N + ".mlp.{mlp}.kernel", "linear"),
+      (d + ".{rms}.weight", _N + ".{rms}.scale", "none"),
+      (prefix + "norm.weight", "language_model.norm.scale", "none"),
+      (lm_head, "language_model.lm_head.kernel", "linear"),
+  )
+
+
+# Qwen2-Audio, saved layout (`Qwen2AudioForConditionalGeneration.save_pretrained`).
+KEY_MAP: tuple[tuple[str, str, str], ...] = _ENCODER_LAYERS + (
+    ("audio_tower.embed_positions.weight", "audio_tower.embed_positions", "none"),
     ("audio_tower.layer_norm.weight", "audio_tower.layer_norm.scale", "none"),
     ("audio_tower.layer_norm.bias", "audio_tower.layer_norm.bias", "none"),
     ("multi_modal_projector.linear.weight", "multi_modal_projector.linear.kernel", "linear"),
     ("multi_modal_projector.linear.bias", "multi_modal_projector.linear.bias", "none"),
-    (EMBED, "language_model.embed_tokens.embedding", "none"),
-    (_D + ".self_attn.{dattn}.weight", _N + ".self_attn.{dattn}.kernel", "linear"),
-    (_D + ".self_attn.{dbias}.bias", _N + ".self_attn.{dbias}.bias", "none"),
-    (_D + ".mlp.{mlp}.weight", _N + ".mlp.{mlp}.kernel", "linear"),
-    (_D + ".{rms}.weight", _N + ".{rms}.scale", "none"),
-    ("language_model.model.norm.weight", "language_model.norm.scale", "none"),
-    (LM_HEAD, "language_model.lm_head.kernel", "linear"),
-)
+) + _decoder_keys("language_model.model.", LM_HEAD)
 
-# transformers 5 in-memory names -> the saved (legacy) names used in KEY_MAP.
-_PREFIX_ALIASES = (
-    ("model.audio_tower.", "audio_tower."),
-    ("model.multi_modal_projector.", "multi_modal_projector."),
-    ("model.language_model.", "language_model.model."),
-    ("lm_head.", "language_model.lm_head."),
-)
+# The Qwen2.5-Omni thinker, saved layout (`Qwen2_5OmniThinkerForConditionalGeneration`):
+# `audio_tower.*` (ln_post and proj inside, no position table: it is computed), `model.*`
+# (the text model), `lm_head.weight`. `visual.*` is not part of this model.
+OMNI_LM_HEAD = "lm_head.weight"
+OMNI_EMBED = "model.embed_tokens.weight"
+OMNI_KEY_MAP: tuple[tuple[str, str, str], ...] = _ENCODER_LAYERS + (
+    ("audio_tower.ln_post.weight", "audio_tower.ln_post.scale", "none"),
+    ("audio_tower.ln_post.bias", "audio_tower.ln_post.bias", "none"),
+    ("audio_tower.proj.weight", "audio_tower.proj.kernel", "linear"),
+    ("audio_tower.proj.bias", "audio_tower.proj.bias", "none"),
+    ("audio_tower.audio_bos_eos_token.weight", "audio_tower.audio_bos_eos_token", "none"),
+) + _decoder_keys("model.", OMNI_LM_HEAD)
 
-# Layout transforms, HF -> NNX (both are their own inverse).
+# Other names -> the saved names of the tables above, first match wins: transformers 5's
+# in-memory layout and, for Omni, the full Qwen2.5-Omni release (`thinker.` prefix).
+_PREFIX_ALIASES = {
+    "qwen2_audio": (
+        ("model.audio_tower.", "audio_tower."),
+        ("model.multi_modal_projector.", "multi_modal_projector."),
+        ("model.language_model.", "language_model.model."),
+        ("lm_head.", "language_model.lm_head."),
+    ),
+    "qwen2_5_omni": (
+        ("thinker.model.audio_tower.", "audio_tower."),
+        ("thinker.model.language_model.", "model."),
+        ("thinker.model.visual.", "visual."),
+        ("thinker.", ""),
+        ("model.audio_tower.", "audio_tower."),
+        ("model.language_model.", "model."),
+        ("model.visual.", "visual."),
+    ),
+}
+# Tensors of a checkpoint that are not part of the model (after the aliases): the full
+# release's talker and vocoder, the thinker's vision tower. Skipped, counted in the log.
+_IGNORED_PREFIXES = {"qwen2_audio": (), "qwen2_5_omni": ("talker.", "token2wav.", "visual.")}
+
+# Layout transforms, HF -> NNX (both are their own inverse), and the axis permutation each is:
+# NNX axis a holds HF axis perm[a].
 _TRANSFORMS = {
     "none": lambda x: x,
     "linear": lambda x: x.T,
     "conv": lambda x: x.transpose(2, 1, 0),
 }
+_PERMS = {"none": None, "linear": (1, 0), "conv": (2, 1, 0)}
 
 
 def _compile(template: str) -> re.Pattern:
@@ -108,30 +163,55 @@ def _compile(template: str) -> re.Pattern:
   return re.compile(regex + r"\Z")
 
 
-_FORWARD = tuple((_compile(hf), nnx_t, t) for hf, nnx_t, t in KEY_MAP)
-_BACKWARD = tuple((_compile(nnx_t), hf, t) for hf, nnx_t, t in KEY_MAP)
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """The key table of one architecture, compiled both ways."""
+  forward: tuple
+  backward: tuple
+  lm_head: str
+  embed: str
 
 
-def normalize_key(key: str) -> str:
-  """Map transformers-5 in-memory key names onto the saved layout used by KEY_MAP."""
-  for old, new in _PREFIX_ALIASES:
+_LAYOUTS = {
+    arch: _Layout(tuple((_compile(h), n, t) for h, n, t in table),
+                  tuple((_compile(n), h, t) for h, n, t in table), head, emb)
+    for arch, table, head, emb in (("qwen2_audio", KEY_MAP, LM_HEAD, EMBED),
+                                   ("qwen2_5_omni", OMNI_KEY_MAP, OMNI_LM_HEAD, OMNI_EMBED))
+}
+
+
+def _layout(arch: str) -> _Layout:
+  if arch not in _LAYOUTS:
+    raise ValueError(f"no checkpoint key table for arch={arch!r}; known: {sorted(_LAYOUTS)}")
+  return _LAYOUTS[arch]
+
+
+def normalize_key(key: str, arch: str = "qwen2_audio") -> str:
+  """Map other spellings of a key (transformers-5 in-memory names, the full Omni release's
+  `thinker.` prefix) onto the saved layout of `arch`'s key table."""
+  for old, new in _PREFIX_ALIASES[arch]:
     if key.startswith(old):
       return new + key[len(old):]
   return key
 
 
-def hf_to_nnx(key: str) -> tuple[str, str] | None:
+def is_ignored(key: str, arch: str) -> bool:
+  """A checkpoint tensor that belongs to no part of this model (e.g. Omni's talker)."""
+  return normalize_key(key, arch).startswith(_IGNORED_PREFIXES[arch])
+
+
+def hf_to_nnx(key: str, arch: str = "qwen2_audio") -> tuple[str, str] | None:
   """HF key -> (NNX dotted path, transform name), or None when no rule matches."""
-  key = normalize_key(key)
-  for regex, template, transform in _FORWARD:
+  key = normalize_key(key, arch)
+  for regex, template, transform in _layout(arch).forward:
     if m := regex.match(key):
       return template.format(**m.groupdict()), transform
   return None
 
 
-def nnx_to_hf(path: str) -> tuple[str, str] | None:
+def nnx_to_hf(path: str, arch: str = "qwen2_audio") -> tuple[str, str] | None:
   """NNX dotted path -> (HF key, transform name), or None when no rule matches."""
-  for regex, template, transform in _BACKWARD:
+  for regex, template, transform in _layout(arch).backward:
     if m := regex.match(path):
       return template.format(**m.groupdict()), transform
   return None
@@ -171,67 +251,105 @@ def _decide_tie(cfg: AudioLMConfig, files: list[pathlib.Path]) -> bool:
   """Tied only if the config says so and the stored head (if any) equals the embedding."""
   if not cfg.text.tie_word_embeddings:
     return False
+  layout = _layout(cfg.arch)
   tensors = {}
   for key, _, handle in _iter_tensors(files):
-    if normalize_key(key) in (LM_HEAD, EMBED):
-      tensors[normalize_key(key)] = handle.get_tensor(key)
-  if LM_HEAD not in tensors:
+    if normalize_key(key, cfg.arch) in (layout.lm_head, layout.embed):
+      tensors[normalize_key(key, cfg.arch)] = handle.get_tensor(key)
+  if layout.lm_head not in tensors:
     return True
-  if EMBED in tensors and np.array_equal(tensors[LM_HEAD], tensors[EMBED]):
+  if layout.embed in tensors and np.array_equal(tensors[layout.lm_head], tensors[layout.embed]):
     return True
   logging.info("config asks for tied embeddings but %s differs from the embedding: "
-               "loading an untied head, as transformers does", LM_HEAD)
+               "loading an untied head, as transformers does", layout.lm_head)
   return False
+
+
+def read_config(path: str | os.PathLike, **overrides) -> AudioLMConfig:
+  """The AudioLMConfig of a HF checkpoint directory (architecture from config.json)."""
+  config_file = pathlib.Path(path) / "config.json"
+  if not config_file.exists():
+    raise FileNotFoundError(f"{config_file} does not exist")
+  try:
+    return AudioLMConfig.from_hf(json.loads(config_file.read_text()), **overrides)
+  except ValueError as e:
+    raise ValueError(f"{config_file}: {e}") from e
+
+
+def _sliced_array(handle, key: str, transform: str, shape: tuple[int, ...], dtype,
+                  sharding: jax.sharding.Sharding) -> jax.Array:
+  """A global array whose shards are read straight from the file: each device's callback
+  reads only its slice (`get_slice(key)[hf_index]`), transformed and cast."""
+  stored = handle.get_slice(key)
+  perm = _PERMS[transform]
+  cache: dict[tuple, np.ndarray] = {}  # replicated shards are read once
+
+  def read(index: tuple[slice, ...]) -> np.ndarray:
+    marker = tuple((s.start, s.stop, s.step) for s in index)
+    if marker not in cache:
+      hf_index = index if perm is None else tuple(index[perm[h]] for h in range(len(index)))
+      cache[marker] = np.ascontiguousarray(_TRANSFORMS[transform](stored[hf_index]).astype(dtype))
+    return cache[marker]
+
+  return jax.make_array_from_callback(shape, sharding, read)
 
 
 def load(path: str | os.PathLike, dtype=jnp.float32, mesh: jax.sharding.Mesh | None = None, *,
          compute_dtype=None, rules=mesh_lib.LOGICAL_RULES, **overrides) -> AudioLM:
-  """An AudioLM from a HF Qwen2-Audio checkpoint directory.
+  """An AudioLM from a HF checkpoint directory: Qwen2-Audio, a Qwen2.5-Omni thinker, or the
+  full Qwen2.5-Omni release (its thinker; talker, token2wav and vision tensors are skipped).
 
-  dtype: parameter dtype (and compute dtype unless `compute_dtype` is given). mesh: place each
-  tensor straight onto its sharding (rule table `rules`). overrides: extra config fields.
+  dtype: parameter dtype (and compute dtype unless `compute_dtype` is given); the checkpoint's
+  own dtype is remembered (`config.checkpoint_dtype`) for `save`. mesh: every tensor is built
+  straight on its sharding (rule table `rules`), each device reading only its slice of the
+  file. overrides: extra config fields.
   """
   path = pathlib.Path(path)
-  config_file = path / "config.json"
-  if not config_file.exists():
-    raise FileNotFoundError(f"{config_file} does not exist")
   param_dtype = jnp.dtype(dtype)
   compute = jnp.dtype(compute_dtype or dtype)
-  cfg = AudioLMConfig.from_hf(json.loads(config_file.read_text()), dtype=compute.name,
-                              param_dtype=param_dtype.name, **overrides)
+  cfg = read_config(path, dtype=compute.name, param_dtype=param_dtype.name, **overrides)
   files = checkpoint_files(path)
   cfg = cfg.replace(tie_word_embeddings=_decide_tie(cfg, files))
+  layout = _layout(cfg.arch)
 
   abstract = nnx.eval_shape(lambda: AudioLM(cfg, rngs=nnx.Rngs(0)))
   graphdef, abstract_state = nnx.split(abstract)
   targets = {_dotted(p): (p, v) for p, v in nnx.to_flat_state(abstract_state)}
   loaded: dict[tuple, jax.Array] = {}
+  ignored = 0
   for key, file, handle in _iter_tensors(files):
-    hf_key = normalize_key(key)
-    if hf_key == LM_HEAD and cfg.text.tie_word_embeddings:
+    hf_key = normalize_key(key, cfg.arch)
+    if hf_key == layout.lm_head and cfg.text.tie_word_embeddings:
       continue  # Equal to the embedding (checked above).
-    match = hf_to_nnx(hf_key)
+    if is_ignored(key, cfg.arch):
+      ignored += 1
+      continue
+    match = hf_to_nnx(hf_key, cfg.arch)
     if match is None or match[0] not in targets:
-      raise ValueError(f"unexpected key {key!r} in {file}: no parameter of the model "
-                       f"({'no KEY_MAP rule' if match is None else match[0] + ' does not exist'})")
+      raise ValueError(f"unexpected key {key!r} in {file}: no parameter of the {cfg.arch} model "
+                       f"({'no key table rule' if match is None else match[0] + ' does not exist'})")
     name, transform = match
     nnx_path, variable = targets[name]
     if nnx_path in loaded:
       raise ValueError(f"key {key!r} in {file} is stored twice")
-    array = _TRANSFORMS[transform](handle.get_tensor(key))
+    stored_shape = tuple(handle.get_slice(key).get_shape())
+    perm = _PERMS[transform]
+    shape = stored_shape if perm is None else tuple(stored_shape[a] for a in perm)
     expected = tuple(variable.get_value().shape)
-    if tuple(array.shape) != expected:
-      raise ValueError(f"shape mismatch for key {key!r} in {file}: stored {tuple(array.shape)} "
-                       f"(as {name}), the config expects {expected}")
-    array = array.astype(param_dtype)
+    if shape != expected:
+      raise ValueError(f"shape mismatch for key {key!r} in {file}: stored {stored_shape} "
+                       f"(as {name}: {shape}), the config expects {expected}")
     if mesh is None:
-      loaded[nnx_path] = jnp.asarray(array)
+      loaded[nnx_path] = jnp.asarray(_TRANSFORMS[transform](handle.get_tensor(key)).astype(param_dtype))
     else:
-      loaded[nnx_path] = mesh_lib.put_sharded(array, mesh_lib.variable_sharding(variable, mesh, rules))
-    del array
+      loaded[nnx_path] = _sliced_array(handle, key, transform, shape, param_dtype,
+                                       mesh_lib.variable_sharding(variable, mesh, rules))
+  if ignored:
+    logging.info("%s: skipped %d tensors that are not part of the %s model (%s)", path, ignored,
+                 cfg.arch, ", ".join(_IGNORED_PREFIXES[cfg.arch]))
   missing = [name for name, (p, _) in targets.items() if p not in loaded]
   if missing:
-    hf_names = [(nnx_to_hf(n) or (n,))[0] for n in missing]
+    hf_names = [(nnx_to_hf(n, cfg.arch) or (n,))[0] for n in missing]
     raise ValueError(f"missing keys in {path}: {hf_names}")
   state = nnx.from_flat_state([(p, targets[_dotted(p)][1].replace(a)) for p, a in loaded.items()])
   return nnx.merge(graphdef, state)
@@ -244,28 +362,36 @@ def _to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(jax.device_get(x))
 
 
-def save(model: AudioLM, path: str | os.PathLike, *, max_shard_bytes: int = 4 * 2**30) -> None:
-  """Write config.json + safetensors that transformers' Qwen2AudioForConditionalGeneration reads.
+def save(model: AudioLM, path: str | os.PathLike, *, max_shard_bytes: int = 4 * 2**30,
+         dtype=None) -> None:
+  """Write config.json + safetensors that transformers reads back (`Qwen2AudioForConditional
+  Generation` or `Qwen2_5OmniThinkerForConditionalGeneration`, by `model.config.arch`).
 
-  Above `max_shard_bytes` the weights are split into model-0000k-of-0000n.safetensors files
-  with a model.safetensors.index.json. Tensors are fetched to the host one shard at a time;
-  in a multi-process run every process must call this (gathers) and process 0 writes.
+  dtype: the tensors' and config.json's dtype; default `config.export_dtype`: the dtype of the
+  checkpoint the model was loaded from, else `param_dtype` (float32 masters stay float32 even
+  when compute is bfloat16). Above `max_shard_bytes` the weights are split into
+  model-0000k-of-0000n.safetensors files with a model.safetensors.index.json. Tensors are
+  fetched to the host one shard at a time; in a multi-process run every process must call this
+  (gathers) and process 0 writes.
   """
   path = pathlib.Path(path)
   cfg: AudioLMConfig = model.config
+  out_dtype = jnp.dtype(dtype or cfg.export_dtype)
+  cfg = cfg.replace(checkpoint_dtype=out_dtype.name)
+  layout = _layout(cfg.arch)
   entries = []  # (hf key, value, transform)
   for p, variable in nnx.to_flat_state(nnx.state(model)):
     name = _dotted(p)
-    match = nnx_to_hf(name)
+    match = nnx_to_hf(name, cfg.arch)
     if match is None:
-      raise ValueError(f"save: parameter {name} has no KEY_MAP rule")
+      raise ValueError(f"save: parameter {name} has no key table rule for arch={cfg.arch!r}")
     entries.append((match[0], variable.get_value(), match[1]))
-    if match[0] == EMBED and cfg.text.tie_word_embeddings:
-      entries.append((LM_HEAD, variable.get_value(), "linear_tied"))
+    if match[0] == layout.embed and cfg.text.tie_word_embeddings:
+      entries.append((layout.lm_head, variable.get_value(), "linear_tied"))
   entries.sort(key=lambda e: e[0])
   shards, size = [[]], 0
   for entry in entries:
-    nbytes = entry[1].size * entry[1].dtype.itemsize
+    nbytes = entry[1].size * out_dtype.itemsize
     if shards[-1] and size + nbytes > max_shard_bytes:
       shards.append([])
       size = 0
@@ -282,9 +408,9 @@ def save(model: AudioLM, path: str | os.PathLike, *, max_shard_bytes: int = 4 * 
     for key, value, transform in shard:
       host = _to_host(value)
       host = host if transform == "linear_tied" else _TRANSFORMS[transform](host)
-      tensors[key] = np.ascontiguousarray(host)
+      tensors[key] = np.ascontiguousarray(host.astype(out_dtype))
       weight_map[key] = fname
-      total += host.nbytes
+      total += tensors[key].nbytes
     if writer:
       save_file(tensors, str(path / fname), metadata={"format": "pt"})
     del tensors

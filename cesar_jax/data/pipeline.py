@@ -84,7 +84,8 @@ def num_audio_tokens(num_frames: int) -> int:
   """Audio tokens for `num_frames` valid feature frames (Qwen2-Audio: conv stride 2, pool 2).
 
   The same as `models.audio_encoder.num_audio_tokens`, in plain Python so that worker
-  processes do not import the model.
+  processes do not import the model. The default of `make_loader(audio_tokens_fn=...)`; pass
+  `models.audio_tokens.for_arch(model_config.arch)` for another architecture's rule.
   """
   return (((num_frames - 1) // 2 + 1) - 2) // 2 + 1
 
@@ -178,19 +179,21 @@ class ExtractFeatures(grain.transforms.Map):
 class TokenizePrompt(grain.transforms.Map):
   """Adds `prompt_ids` int32[L] (unpadded) and `num_audio_tokens`.
 
-  `prompt_fn(question, choices, *, think_budget)` defaults to `prompts.format_question`.
+  `prompt_fn(question, choices, *, think_budget)` defaults to `prompts.format_question`;
+  `audio_tokens_fn(valid_frames) -> int` (the model architecture's rule) to `num_audio_tokens`.
   """
   tokenizer: Any  # cesar_jax.tokenizers.Tokenizer (picklable, for worker processes)
   max_length: int
   think_budget: int | None = None
   prompt_fn: Callable[..., str] | None = None
+  audio_tokens_fn: Callable[[int], int] | None = None
 
   def map(self, example: dict[str, Any]) -> dict[str, Any]:
     fn = self.prompt_fn
     if fn is None:
       from cesar_jax import prompts  # pylint: disable=g-import-not-at-top
       fn = prompts.format_question
-    n_audio = num_audio_tokens(int(example["feature_mask"].sum()))
+    n_audio = int((self.audio_tokens_fn or num_audio_tokens)(int(example["feature_mask"].sum())))
     text = fn(example["question"], example["choices"], think_budget=self.think_budget)
     ids = np.asarray(self.tokenizer.encode_prompt(text, n_audio), np.int32)
     if ids.shape[0] > self.max_length:
@@ -245,7 +248,8 @@ class PadBatch:
 def make_loader(source: Any, tokenizer: Any, config: PipelineConfig, *,
                 shard_options: grain.sharding.ShardOptions | None = None,
                 feature_fn: Callable[..., Any] | None = None,
-                prompt_fn: Callable[..., str] | None = None) -> grain.DataLoader:
+                prompt_fn: Callable[..., str] | None = None,
+                audio_tokens_fn: Callable[[int], int] | None = None) -> grain.DataLoader:
   """A grain DataLoader of batches (see the module docstring) from a random-access source.
 
   Args:
@@ -256,6 +260,8 @@ def make_loader(source: Any, tokenizer: Any, config: PipelineConfig, *,
       every global batch of `batch_size * process_count` records (`HostBlockSampler`).
     feature_fn, prompt_fn: replace the feature extractor / prompt formatter (tests,
       ablations); module-level functions when `worker_count > 0` (they are pickled).
+    audio_tokens_fn: placeholders per clip from its valid frames, the model's rule
+      (`models.audio_tokens.for_arch(arch)`; default `num_audio_tokens`, Qwen2-Audio's).
   """
   if len(source) == 0:
     raise ValueError(f"make_loader: the source {source!r} holds no records (were they all "
@@ -272,7 +278,8 @@ def make_loader(source: Any, tokenizer: Any, config: PipelineConfig, *,
   operations = [
       DecodeExample(),
       ExtractFeatures(config.n_mels, config.chunk_seconds, feature_fn),
-      TokenizePrompt(tokenizer, config.bucket_lengths[-1], config.think_budget, prompt_fn),
+      TokenizePrompt(tokenizer, config.bucket_lengths[-1], config.think_budget, prompt_fn,
+                     audio_tokens_fn),
       grain.transforms.Batch(
           config.batch_size, drop_remainder=config.drop_remainder,
           batch_fn=PadBatch(config.batch_size, config.bucket_lengths, tokenizer.pad_id)),

@@ -1,6 +1,8 @@
-"""Models: Qwen2-Audio (audio encoder + projector + Qwen2 decoder) in Flax NNX.
+"""Models: Qwen2-Audio and the Qwen2.5-Omni thinker (audio encoder + Qwen2 decoder) in Flax NNX.
 
-`AudioLM` (audio_lm.py), configs and presets (config.py), the KV cache (decoder.py).
+`AudioLM` (audio_lm.py; `config.arch` picks the audio encoder: audio_encoder.py or
+omni_audio_encoder.py), configs and presets (config.py), audio tokens per clip per architecture
+(audio_tokens.py), the KV cache (decoder.py).
 """
 
 from cesar_jax.models.audio_lm import TRAINABLE, AudioLM, num_audio_tokens

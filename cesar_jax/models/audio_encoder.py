@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from cesar_jax.models import audio_tokens
 from cesar_jax.models.config import AudioEncoderConfig
 from cesar_jax.parallel.mesh import constrain
 
@@ -70,8 +71,9 @@ def conv_output_lengths(feature_lengths: jax.Array) -> jax.Array:
 
 
 def num_audio_tokens(feature_lengths: jax.Array) -> jax.Array:
-  """Audio tokens (placeholders) a clip of L feature frames yields: conv stride then pooling."""
-  return (conv_output_lengths(feature_lengths) - 2) // 2 + 1
+  """Audio tokens (placeholders) a Qwen2-Audio clip of L feature frames yields: conv stride then
+  pooling. The rule of any architecture: `AudioLMConfig.num_audio_tokens` (audio_tokens.py)."""
+  return audio_tokens.qwen2_audio(feature_lengths)
 
 
 class EncoderAttention(nnx.Module):

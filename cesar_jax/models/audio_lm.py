@@ -1,6 +1,7 @@
-"""AudioLM: Qwen2-Audio (transformers `Qwen2AudioForConditionalGeneration`) in Flax NNX.
+"""AudioLM: Qwen2-Audio and the Qwen2.5-Omni thinker in Flax NNX, behind one interface.
 
-  model = AudioLM(config.preset("tiny"), rngs=nnx.Rngs(0))
+  model = AudioLM(config.preset("tiny"), rngs=nnx.Rngs(0))        # Qwen2-Audio
+  model = AudioLM(config.preset("tiny_omni"), rngs=nnx.Rngs(0))   # Qwen2.5-Omni thinker
   logits = model(input_ids, input_features, feature_attention_mask, attention_mask)  # f32[B, T, V]
 
 Prompts already hold one `<|AUDIO|>` placeholder per audio token (the tokenizer's
@@ -23,8 +24,21 @@ Pieces for the sampler and the trainer (all static-shape, jit-friendly):
                                 feature_attention_mask)               # f32[B, V] (last slot)
   logits, cache = model.decode_step(tokens, cache)                    # f32[B, V]
 
-Positions: see decoder.py (derived from the attention mask; HF's forward without
+Positions: see decoder.py (derived from the attention mask; HF's Qwen2-Audio forward without
 `position_ids` uses 0..T-1, identical when there is no left padding).
+
+Architectures (`config.arch`; everything else is shared):
+  qwen2_audio   `audio_tower` = audio_encoder.AudioEncoder (Whisper, 30 s window) and
+                `multi_modal_projector` (linear) to the text width (transformers
+                `Qwen2AudioForConditionalGeneration`).
+  qwen2_5_omni  `audio_tower` = omni_audio_encoder.OmniAudioEncoder (chunks of 2 * n_window,
+                ln_post + proj to the text width inside the tower), no projector
+                (`Qwen2_5OmniThinkerForConditionalGeneration`). Its decoder uses M-RoPE; with
+                audio and text only, transformers' `get_rope_index` gives three equal rows
+                `cumsum(attention_mask) - 1` (1 on padding) and `rope_deltas` = 0 for rows with
+                two or more real tokens, and M-RoPE of three equal rows is 1D RoPE: exactly the
+                shared decoder's positions, in the forward, prefill and decode alike
+                (tests/models/test_omni_parity.py holds the two equal).
 """
 
 from __future__ import annotations
@@ -37,11 +51,14 @@ from flax import nnx
 from cesar_jax.models import decoder as decoder_lib
 from cesar_jax.models.audio_encoder import AudioEncoder, dense, num_audio_tokens
 from cesar_jax.models.config import AudioLMConfig
+from cesar_jax.models.omni_audio_encoder import OmniAudioEncoder
 
 __all__ = ["AudioLM", "TRAINABLE", "num_audio_tokens", "splice_audio", "check_audio_placeholders"]
 
-# Optimizer filter matching HF's trainable set: the encoder's position table is frozen there.
-TRAINABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("embed_positions")))
+# Optimizer filter matching HF's trainable set: Qwen2-Audio's position table is frozen there;
+# the Omni tower's `audio_bos_eos_token` is never read by the forward.
+TRAINABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("embed_positions")),
+                    nnx.Not(nnx.PathContains("audio_bos_eos_token")))
 
 
 def splice_audio(text_embeds: jax.Array, is_audio: jax.Array, audio_embeds: jax.Array,
@@ -63,12 +80,14 @@ def splice_audio(text_embeds: jax.Array, is_audio: jax.Array, audio_embeds: jax.
   return jnp.where(use[:, None], gathered, text_embeds.reshape(b * t, e)).reshape(b, t, e)
 
 
-def check_audio_placeholders(input_ids, feature_attention_mask, audio_token_id: int) -> None:
-  """Host-side check: placeholder count == audio token count; raises a ValueError naming both."""
+def check_audio_placeholders(input_ids, feature_attention_mask, audio_token_id: int,
+                             tokens_fn=num_audio_tokens) -> None:
+  """Host-side check: placeholder count == audio token count; raises a ValueError naming both.
+  tokens_fn: the architecture's token count (`AudioLMConfig.num_audio_tokens`)."""
   ids = np.asarray(input_ids)
   lengths = np.asarray(feature_attention_mask).sum(-1)
   n_placeholders = int((ids == audio_token_id).sum())
-  per_clip = np.asarray(num_audio_tokens(lengths))
+  per_clip = np.asarray(tokens_fn(lengths))
   if n_placeholders != int(per_clip.sum()):
     raise ValueError(
         f"audio placeholders and audio tokens do not match: input_ids hold {n_placeholders} "
@@ -94,24 +113,33 @@ class Projector(nnx.Module):
 
 
 class AudioLM(nnx.Module):
-  """Qwen2-Audio. Submodules are named as in the HF checkpoint: `audio_tower`,
-  `multi_modal_projector`, `language_model` (see checkpoints/hf.py)."""
+  """Qwen2-Audio or the Qwen2.5-Omni thinker (`config.arch`). Submodules are named as in the HF
+  checkpoints: `audio_tower`, `multi_modal_projector` (Qwen2-Audio; None for Omni),
+  `language_model` (see checkpoints/hf.py)."""
 
   def __init__(self, config: AudioLMConfig, *, rngs: nnx.Rngs | None = None):
     rngs = nnx.Rngs(0) if rngs is None else rngs
     self.config = config
     kw = dict(dtype=config.compute_dtype, param_dtype=config.params_dtype, rngs=rngs)
-    self.audio_tower = AudioEncoder(config.audio, **kw)
-    self.multi_modal_projector = Projector(config.audio.d_model, config.text.hidden_size, **kw)
+    if config.arch == "qwen2_5_omni":
+      self.audio_tower = OmniAudioEncoder(config.audio, config.text.hidden_size, **kw)
+      self.multi_modal_projector = None
+    else:
+      self.audio_tower = AudioEncoder(config.audio, **kw)
+      self.multi_modal_projector = Projector(config.audio.d_model, config.text.hidden_size, **kw)
     self.language_model = decoder_lib.Decoder(config.text, **kw)
 
   def encode_audio(self, input_features: jax.Array,
                    feature_attention_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """input_features: f[N, n_mels, T_f]; feature_attention_mask: int[N, T_f].
-    Returns (audio_embeds [N, T_f // 4, hidden] in text space, audio_lengths int32[N])."""
+    Returns (audio_embeds [N, A, hidden] in text space, audio_lengths int32[N]); A = T_f // 4
+    for Qwen2-Audio, ceil(T_f / (2 n_window)) * n_window // 2 for Omni."""
     hidden = self.audio_tower(input_features, feature_attention_mask)
-    lengths = num_audio_tokens(jnp.sum(feature_attention_mask, axis=-1)).astype(jnp.int32)
-    return self.multi_modal_projector(hidden), lengths
+    lengths = self.config.num_audio_tokens(
+        jnp.sum(feature_attention_mask, axis=-1)).astype(jnp.int32)
+    if self.multi_modal_projector is not None:
+      hidden = self.multi_modal_projector(hidden)
+    return hidden, lengths
 
   def embed(self, input_ids: jax.Array, audio_embeds: jax.Array | None = None,
             audio_lengths: jax.Array | None = None) -> jax.Array:
@@ -136,7 +164,8 @@ class AudioLM(nnx.Module):
     if feature_attention_mask is None:
       raise ValueError("input_features given without feature_attention_mask")
     if _is_concrete(input_ids, feature_attention_mask):
-      check_audio_placeholders(input_ids, feature_attention_mask, self.config.audio_token_id)
+      check_audio_placeholders(input_ids, feature_attention_mask, self.config.audio_token_id,
+                               self.config.num_audio_tokens)
     audio_embeds, audio_lengths = self.encode_audio(input_features, feature_attention_mask)
     return self.embed(input_ids, audio_embeds, audio_lengths)
 

@@ -1,7 +1,15 @@
-"""Static model configuration: frozen dataclasses mirroring Hugging Face's Qwen2-Audio configs.
+"""Static model configuration: frozen dataclasses mirroring Hugging Face's audio LM configs.
 
-Field names follow `Qwen2AudioEncoderConfig` / `Qwen2Config` so `from_hf` / `to_hf` are plain
-renames. Configs are hashable (only scalars), so they can sit inside an NNX graphdef or be a
+Two architectures (`AudioLMConfig.arch`), one config type:
+
+  "qwen2_audio"   Qwen2-Audio: Whisper encoder (30 s window, learned-shape position table) +
+                  linear projector + Qwen2 decoder.
+  "qwen2_5_omni"  the Qwen2.5-Omni thinker: chunked audio encoder (`n_window`, computed
+                  positions, `ln_post` + `proj` to the text width inside the tower) + Qwen2
+                  decoder with M-RoPE, which for audio + text is 1D RoPE (see audio_lm.py).
+
+Field names follow `Qwen2AudioEncoderConfig` / `Qwen2_5OmniAudioEncoderConfig` / `Qwen2Config`
+so `from_hf` / `to_hf` are plain renames. Configs are hashable (only scalars), so they can sit inside an NNX graphdef or be a
 static argument of a jitted function.
 
 Build one:
@@ -10,7 +18,7 @@ Build one:
   cfg = config.preset("tiny", vocab_size=tok.vocab_size, audio_token_id=tok.audio_id)
   cfg = config.preset("qwen2_audio_7b", dtype="bfloat16", param_dtype="bfloat16")
   cfg = config.from_config_dict(config.model)   # ConfigDict: `preset` + any field override
-  cfg = config.AudioLMConfig.from_hf(json.load(open("config.json")))
+  cfg = config.AudioLMConfig.from_hf(json.load(open("config.json")))   # either architecture
 
 Override keys are the field names of `AudioEncoderConfig`, `DecoderConfig` or `AudioLMConfig`
 (they do not collide), e.g. `preset("small", num_hidden_layers=4, d_model=128)`.
@@ -37,6 +45,8 @@ class AudioEncoderConfig:
   max_source_positions: int = 1500
   activation_function: str = "gelu"
   layer_norm_eps: float = 1e-5  # torch.nn.LayerNorm default, not stored in HF configs.
+  # Qwen2.5-Omni only: frames are cut into chunks of 2 * n_window (Qwen2-Audio ignores it).
+  n_window: int = 100
 
   def __post_init__(self):
     if self.d_model % self.encoder_attention_heads:
@@ -45,6 +55,8 @@ class AudioEncoderConfig:
     if self.activation_function not in ("gelu",):
       raise ValueError(f"AudioEncoderConfig: activation_function={self.activation_function!r} "
                        "is not supported (only 'gelu', as in Qwen2-Audio)")
+    if self.n_window <= 0:
+      raise ValueError(f"AudioEncoderConfig: n_window={self.n_window} must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,25 +94,42 @@ class DecoderConfig:
     return self.head_dim or self.hidden_size // self.num_attention_heads
 
 
+ARCHS = ("qwen2_audio", "qwen2_5_omni")
+# config.json `model_type`s and the architecture each loads as.
+HF_MODEL_TYPES = {"qwen2_audio": "qwen2_audio", "qwen2_5_omni_thinker": "qwen2_5_omni",
+                  "qwen2_5_omni": "qwen2_5_omni"}
+
+
 @dataclasses.dataclass(frozen=True)
 class AudioLMConfig:
-  """Qwen2-Audio: audio encoder + linear projector + Qwen2 decoder.
+  """An audio LM: audio encoder (+ projector) + Qwen2 decoder; `arch` picks the encoder (ARCHS).
 
-  dtype: compute dtype (activations, KV cache); param_dtype: parameter storage dtype. Logits
-  are always float32. Use "float32" on CPU, "bfloat16" for both on accelerators.
+  dtype: compute dtype (activations, KV cache); param_dtype: parameter storage dtype (the
+  optimizer's float32 masters in the 7B recipes). Logits are always float32. Use "float32" on
+  CPU, bfloat16 compute on accelerators. checkpoint_dtype: the dtype of the HF checkpoint the
+  model came from when it differs from param_dtype (None: the same); `hf.save` writes it.
   """
   audio: AudioEncoderConfig = AudioEncoderConfig()
   text: DecoderConfig = DecoderConfig()
   audio_token_id: int = 151646
   dtype: str = "float32"
   param_dtype: str = "float32"
+  arch: str = "qwen2_audio"
+  checkpoint_dtype: str | None = None
 
   def __post_init__(self):
+    if self.arch not in ARCHS:
+      raise ValueError(f"AudioLMConfig: arch={self.arch!r} is not one of {ARCHS}")
     if not 0 <= self.audio_token_id < self.text.vocab_size:
       raise ValueError(f"AudioLMConfig: audio_token_id={self.audio_token_id} is outside the "
                        f"vocabulary [0, {self.text.vocab_size})")
     for name in ("dtype", "param_dtype"):
       jnp.dtype(getattr(self, name))  # Raises on a bad name.
+    if self.checkpoint_dtype is not None:
+      if jnp.dtype(self.checkpoint_dtype) == jnp.dtype(self.param_dtype):
+        object.__setattr__(self, "checkpoint_dtype", None)  # One spelling of "the same".
+      else:
+        object.__setattr__(self, "checkpoint_dtype", jnp.dtype(self.checkpoint_dtype).name)
 
   @property
   def compute_dtype(self) -> jnp.dtype:
@@ -110,6 +139,16 @@ class AudioLMConfig:
   def params_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.param_dtype)
 
+  @property
+  def export_dtype(self) -> str:
+    """The dtype `hf.save` writes: the source checkpoint's, else param_dtype."""
+    return self.checkpoint_dtype or self.param_dtype
+
+  def num_audio_tokens(self, feature_lengths):
+    """Audio tokens (`<|AUDIO|>` placeholders) per clip of L valid frames, for this arch."""
+    from cesar_jax.models import audio_tokens  # pylint: disable=g-import-not-at-top
+    return audio_tokens.for_arch(self.arch)(feature_lengths)
+
   def replace(self, **overrides: Any) -> AudioLMConfig:
     """Copy with overrides; keys may name fields of this class, `audio` or `text` (flat)."""
     return _apply_overrides(self, overrides)
@@ -118,55 +157,140 @@ class AudioLMConfig:
 
   @classmethod
   def from_hf(cls, hf: Mapping[str, Any], **overrides: Any) -> AudioLMConfig:
-    """From a Qwen2-Audio `config.json` dict (transformers 4 `rope_theta` or 5 `rope_parameters`)."""
-    if hf.get("model_type") not in (None, "qwen2_audio"):
-      raise ValueError(f"config.json: model_type={hf.get('model_type')!r}, expected 'qwen2_audio'")
+    """From a `config.json` dict: Qwen2-Audio (`qwen2_audio`), a Qwen2.5-Omni thinker
+    (`qwen2_5_omni_thinker`) or the full Qwen2.5-Omni (`qwen2_5_omni`, its `thinker_config`).
+    transformers 4 `rope_theta` / `torch_dtype` or 5 `rope_parameters` / `dtype` spellings."""
+    model_type = hf.get("model_type")
+    if model_type not in (None, *HF_MODEL_TYPES):
+      raise ValueError(f"config.json: model_type={model_type!r}, expected one of "
+                       f"{sorted(HF_MODEL_TYPES)}")
+    dtype = _hf_dtype_name(hf.get("dtype") or hf.get("torch_dtype") or "float32")
+    if model_type == "qwen2_5_omni":
+      if not hf.get("thinker_config"):
+        raise ValueError("config.json: model_type='qwen2_5_omni' without a thinker_config")
+      thinker = dict(hf["thinker_config"])
+      thinker.setdefault("dtype", thinker.get("torch_dtype") or dtype)
+      return cls.from_hf(dict(thinker, model_type="qwen2_5_omni_thinker"), **overrides)
+    arch = HF_MODEL_TYPES.get(model_type, "qwen2_audio")
     audio_hf = dict(hf.get("audio_config") or {})
     text_hf = dict(hf.get("text_config") or {})
     audio = AudioEncoderConfig(**{
         f.name: audio_hf[f.name] for f in dataclasses.fields(AudioEncoderConfig) if f.name in audio_hf})
-    rope = text_hf.get("rope_parameters") or text_hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-      raise ValueError(f"config.json: text_config rope_type={rope_type!r} is not supported")
-    if text_hf.get("use_sliding_window"):
-      raise ValueError("config.json: text_config.use_sliding_window=true is not supported")
-    text_kwargs = {f.name: text_hf[f.name] for f in dataclasses.fields(DecoderConfig)
-                   if f.name in text_hf and f.name != "rope_theta"}
-    if text_kwargs.get("head_dim") == text_hf.get("hidden_size", DecoderConfig.hidden_size) // text_hf.get(
-        "num_attention_heads", DecoderConfig.num_attention_heads):
-      text_kwargs["head_dim"] = None  # The default: keeps configs equal however they were written.
-    theta = rope.get("rope_theta", text_hf.get("rope_theta"))
-    if theta is not None:
-      text_kwargs["rope_theta"] = float(theta)
-    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-      if isinstance(text_kwargs.get(key), list):  # Some configs list several eos ids.
-        text_kwargs[key] = text_kwargs[key][0]
-    text = DecoderConfig(**text_kwargs)
+    if arch == "qwen2_5_omni":
+      text_defaults = dict(_OMNI_TEXT_DEFAULTS)
+      text_defaults.update(text_hf)
+      text_hf = text_defaults
+      out_dim = audio_hf.get("output_dim", 3584)
+      if out_dim != text_hf["hidden_size"]:
+        raise ValueError(f"config.json: audio_config.output_dim={out_dim} differs from "
+                         f"text_config.hidden_size={text_hf['hidden_size']}")
+      # The thinker's own flag decides (default False), not text_config's, as in transformers.
+      text_hf["tie_word_embeddings"] = bool(hf.get("tie_word_embeddings", False))
+    text = _text_from_hf(text_hf)
     audio_token_id = hf.get("audio_token_index", hf.get("audio_token_id", cls.audio_token_id))
-    dtype = _hf_dtype_name(hf.get("dtype") or hf.get("torch_dtype") or "float32")
-    out = cls(audio=audio, text=text, audio_token_id=audio_token_id, dtype=dtype, param_dtype=dtype)
+    param_dtype = overrides.pop("param_dtype", dtype)
+    out = cls(audio=audio, text=text, audio_token_id=audio_token_id,
+              dtype=overrides.pop("dtype", param_dtype), param_dtype=param_dtype, arch=arch,
+              checkpoint_dtype=dtype)
     return out.replace(**overrides) if overrides else out
 
   def to_hf(self) -> dict[str, Any]:
-    """The `config.json` dict transformers' `Qwen2AudioForConditionalGeneration` reads."""
+    """The `config.json` dict transformers reads: `Qwen2AudioForConditionalGeneration` or
+    `Qwen2_5OmniThinkerForConditionalGeneration` (a 1-layer placeholder vision config: this
+    model has no vision tower, transformers initialises one at random)."""
     a, t = self.audio, self.text
     audio_hf = dataclasses.asdict(a)
     audio_hf.pop("layer_norm_eps")
-    audio_hf.update(model_type="qwen2_audio_encoder", dropout=0.0, attention_dropout=0.0,
-                    activation_dropout=0.0, encoder_layerdrop=0.0, scale_embedding=False)
+    audio_hf.update(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                    scale_embedding=False)
     text_hf = {k: v for k, v in dataclasses.asdict(t).items() if k != "rope_theta"}
-    text_hf.update(model_type="qwen2", head_dim=t.kv_head_dim, use_sliding_window=False,
+    text_hf.update(head_dim=t.kv_head_dim, use_sliding_window=False,
                    rope_parameters={"rope_type": "default", "rope_theta": t.rope_theta},
                    layer_types=["full_attention"] * t.num_hidden_layers, attention_dropout=0.0)
+    if self.arch == "qwen2_5_omni":
+      audio_hf.update(model_type="qwen2_5_omni_audio_encoder", output_dim=t.hidden_size)
+      text_hf.update(model_type="qwen2_5_omni_text")
+      text_hf["rope_parameters"]["mrope_section"] = omni_mrope_section(t.kv_head_dim)
+      return {
+          "architectures": ["Qwen2_5OmniThinkerForConditionalGeneration"],
+          "model_type": "qwen2_5_omni_thinker",
+          "audio_config": audio_hf,
+          "text_config": text_hf,
+          "vision_config": dict(_OMNI_PLACEHOLDER_VISION, out_hidden_size=t.hidden_size),
+          "audio_token_index": self.audio_token_id,
+          **_OMNI_SPECIAL_IDS,
+          "tie_word_embeddings": t.tie_word_embeddings,
+          "dtype": self.export_dtype,
+      }
+    audio_hf.pop("n_window")
+    audio_hf.update(model_type="qwen2_audio_encoder", encoder_layerdrop=0.0)
+    text_hf.update(model_type="qwen2")
     return {
         "architectures": ["Qwen2AudioForConditionalGeneration"],
         "model_type": "qwen2_audio",
         "audio_config": audio_hf,
         "text_config": text_hf,
         "audio_token_index": self.audio_token_id,
-        "dtype": self.param_dtype,
+        "dtype": self.export_dtype,
     }
+
+
+def _text_from_hf(text_hf: Mapping[str, Any]) -> DecoderConfig:
+  """A DecoderConfig from an HF text_config dict (Qwen2 or the Omni thinker's)."""
+  rope = text_hf.get("rope_parameters") or text_hf.get("rope_scaling") or {}
+  rope_type = rope.get("rope_type", rope.get("type", "default"))
+  # "mrope" (Qwen2-VL-era spelling of the Omni thinker's rope): with audio + text only its three
+  # position rows are equal, i.e. the default rope (see audio_lm.py).
+  if rope_type not in ("default", "mrope"):
+    raise ValueError(f"config.json: text_config rope_type={rope_type!r} is not supported")
+  if text_hf.get("use_sliding_window"):
+    raise ValueError("config.json: text_config.use_sliding_window=true is not supported")
+  text_kwargs = {f.name: text_hf[f.name] for f in dataclasses.fields(DecoderConfig)
+                 if f.name in text_hf and f.name != "rope_theta"}
+  if text_kwargs.get("head_dim") == text_hf.get("hidden_size", DecoderConfig.hidden_size) // text_hf.get(
+      "num_attention_heads", DecoderConfig.num_attention_heads):
+    text_kwargs["head_dim"] = None  # The default: keeps configs equal however they were written.
+  theta = rope.get("rope_theta", text_hf.get("rope_theta"))
+  if theta is not None:
+    text_kwargs["rope_theta"] = float(theta)
+  for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+    if isinstance(text_kwargs.get(key), list):  # Some configs list several eos ids.
+      text_kwargs[key] = text_kwargs[key][0]
+  return DecoderConfig(**text_kwargs)
+
+
+def omni_mrope_section(head_dim: int) -> list[int]:
+  """An M-RoPE split of head_dim / 2 frequencies into (temporal, height, width) sections.
+
+  Qwen2.5-Omni-7B uses [16, 24, 24] for head_dim 128; for audio + text the three position
+  rows are equal, so the split does not change the result (any split summing to head_dim / 2
+  is the same model here). Other widths get the same proportions, rounded.
+  """
+  half = head_dim // 2
+  t = max(1, round(half * 16 / 64)) if half > 2 else 1
+  h = (half - t + 1) // 2
+  return [t, h, half - t - h]
+
+
+# Defaults of `Qwen2_5OmniTextConfig` (transformers 5) where a sparse config.json omits fields;
+# they differ from Qwen2Config's (theta 1e6, 3584 wide, 28 layers, GQA 28:4).
+_OMNI_TEXT_DEFAULTS = {
+    "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+    "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-6, "max_position_embeddings": 32768, "tie_word_embeddings": False,
+    "rope_theta": 1000000.0,
+}
+# Token ids of Qwen2.5-Omni-7B's thinker config (transformers' defaults; vision ids from the
+# released config.json): written so transformers' get_rope_index finds every id it reads.
+_OMNI_SPECIAL_IDS = {
+    "image_token_index": 151655, "video_token_index": 151656, "audio_start_token_id": 151647,
+    "audio_end_token_id": 151648, "vision_start_token_id": 151652, "vision_end_token_id": 151653,
+    "position_id_per_seconds": 25, "seconds_per_chunk": 2,
+}
+_OMNI_PLACEHOLDER_VISION = {
+    "model_type": "qwen2_5_omni_vision_encoder", "depth": 1, "hidden_size": 16,
+    "intermediate_size": 16, "num_heads": 2, "fullatt_block_indexes": [0],
+}
 
 
 def _hf_dtype_name(name: str) -> str:
@@ -232,10 +356,40 @@ _TINY = AudioLMConfig(
     audio_token_id=511,
 )
 
+# The Qwen2.5-Omni-7B thinker (Qwen Team 2025, arXiv 2503.20215). Every number is the default
+# of transformers' `Qwen2_5OmniAudioEncoderConfig` / `Qwen2_5OmniTextConfig` /
+# `Qwen2_5OmniThinkerConfig` (their docstrings name checkpoint Qwen/Qwen2.5-Omni-7B): audio
+# 1280 wide, 32 layers, 20 heads, ffn 5120, 128 mels, n_window 100 (chunks of 200 frames = 2 s),
+# max_source_positions 1500, output_dim 3584; text vocab 152064, hidden 3584, ffn 18944,
+# 28 layers, 28 heads : 4 kv heads (head_dim 128), rope_theta 1e6, rms eps 1e-6, 32768
+# positions, untied head; <|AUDIO|> = 151646. eos <|im_end|> = 151645, pad <|endoftext|> =
+# 151643 are Qwen2's tokenizer ids. About 8.9B parameters with the vision tower, which this
+# model leaves out (see test_model_config).
+_QWEN2_5_OMNI_7B = AudioLMConfig(
+    audio=AudioEncoderConfig(num_mel_bins=128, d_model=1280, encoder_layers=32,
+                             encoder_attention_heads=20, encoder_ffn_dim=5120,
+                             max_source_positions=1500, n_window=100),
+    text=DecoderConfig(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                       num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                       rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                       max_position_embeddings=32768, eos_token_id=151645,
+                       pad_token_id=151643),
+    audio_token_id=151646,
+    arch="qwen2_5_omni",
+)
+
+# The tiny preset's shapes with the Omni thinker's encoder (chunks of 2 * 50 frames = 1 s).
+_TINY_OMNI = dataclasses.replace(
+    _TINY, arch="qwen2_5_omni",
+    audio=dataclasses.replace(_TINY.audio, n_window=50),
+    text=dataclasses.replace(_TINY.text, rope_theta=1000000.0))
+
 PRESETS: dict[str, AudioLMConfig] = {
     "qwen2_audio_7b": _QWEN2_AUDIO_7B,
+    "qwen2_5_omni_7b": _QWEN2_5_OMNI_7B,
     "small": _SMALL,
     "tiny": _TINY,
+    "tiny_omni": _TINY_OMNI,
 }
 
 

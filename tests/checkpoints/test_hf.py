@@ -148,3 +148,120 @@ def test_missing_files_are_errors(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(F.jax_config(SPEC).to_hf()))
   with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
     hf.load(tmp_path)
+
+
+# Export dtype (issue 11): the checkpoint's own dtype, else the master (param) dtype.
+
+
+def test_save_writes_the_dtype_the_checkpoint_came_in(tmp_path):
+  src, out = tmp_path / "bf16", tmp_path / "out"
+  model = F.random_model(F.jax_config(SPEC, dtype="bfloat16", param_dtype="bfloat16"), seed=9)
+  hf.save(model, src)
+  assert json.loads((src / "config.json").read_text())["dtype"] == "bfloat16"
+  # float32 masters, bfloat16 compute, from a bfloat16 checkpoint: exported as bfloat16 again.
+  masters = hf.load(src, dtype=jnp.float32, compute_dtype=jnp.bfloat16)
+  assert (masters.config.param_dtype, masters.config.dtype) == ("float32", "bfloat16")
+  assert masters.config.checkpoint_dtype == "bfloat16"
+  assert masters.language_model.norm.scale.get_value().dtype == jnp.float32
+  hf.save(masters, out)
+  assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+  tensors = load_file(out / hf.SINGLE_FILE)
+  assert {v.dtype for v in tensors.values()} == {np.dtype(jnp.bfloat16)}
+  for k, v in load_file(src / hf.SINGLE_FILE).items():  # bf16 -> f32 -> bf16 is exact
+    np.testing.assert_array_equal(tensors[k], v, err_msg=k)
+  # An explicit dtype wins.
+  hf.save(masters, out, dtype=jnp.float32)
+  assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+  assert {v.dtype for v in load_file(out / hf.SINGLE_FILE).values()} == {np.dtype(np.float32)}
+
+
+def test_save_of_a_trained_model_writes_its_master_dtype(tmp_path):
+  # Not loaded from HF (e.g. restored from a run): float32 masters with bfloat16 compute are
+  # written as float32, not rounded to the compute dtype.
+  model = F.random_model(F.jax_config(SPEC, dtype="bfloat16", param_dtype="float32"), seed=9)
+  assert model.config.export_dtype == "float32"
+  hf.save(model, tmp_path)
+  assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "float32"
+  assert {v.dtype for v in load_file(tmp_path / hf.SINGLE_FILE).values()} == {np.dtype(np.float32)}
+
+
+# Loading onto a mesh reads slices (issue 11): each device's part of each tensor, not the whole.
+
+
+class _CountingHandle:
+  """A safe_open handle that records every read: (key, shape read, full shape)."""
+
+  def __init__(self, handle, reads):
+    self._h, self._reads = handle, reads
+
+  def keys(self):
+    return self._h.keys()
+
+  def get_tensor(self, key):
+    x = self._h.get_tensor(key)
+    self._reads.append((key, x.shape, x.shape))
+    return x
+
+  def get_slice(self, key):
+    stored, reads = self._h.get_slice(key), self._reads
+
+    class _Slice:
+      def get_shape(self):
+        return stored.get_shape()
+
+      def __getitem__(self, index):
+        x = stored[index]
+        reads.append((key, x.shape, tuple(stored.get_shape())))
+        return x
+    return _Slice()
+
+
+@pytest.mark.parametrize("spec", [SPEC, F.OmniSpec(hidden_size=48, d_model=32, encoder_ffn_dim=48)],
+                         ids=["qwen2_audio", "qwen2_5_omni"])
+def test_mesh_load_reads_only_the_slices_each_device_holds(tmp_path, monkeypatch, spec):
+  import contextlib
+  from cesar_jax.parallel import mesh as mesh_lib
+  model = F.random_model(F.jax_config(spec), seed=10)
+  hf.save(model, tmp_path)
+  plain = _flat(hf.load(tmp_path))
+  reads = []
+  real_open = hf.safe_open
+
+  @contextlib.contextmanager
+  def counting_open(*args, **kwargs):
+    with real_open(*args, **kwargs) as handle:
+      yield _CountingHandle(handle, reads)
+
+  monkeypatch.setattr(hf, "safe_open", counting_open)
+  mesh = mesh_lib.make_mesh((1, 4, 2))
+  sharded = hf.load(tmp_path, mesh=mesh)
+  state = {hf._dotted(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(sharded))}
+  assert state.keys() == plain.keys()
+  for k, v in state.items():
+    np.testing.assert_array_equal(np.asarray(v), plain[k], err_msg=k)
+    assert v.sharding == mesh_lib.variable_sharding(_variable(sharded, k), mesh)
+  # No whole-tensor reads of a split tensor; a replicated one is read once, not per device; a
+  # tensor split 8 ways is read as 8 slices of 1/8 each.
+  split = _split_keys(state, spec)
+  assert split and not [r for r in reads if r[1] == r[2] and r[0] in split], reads
+  replicated = [r[0] for r in reads if r[0] not in split]
+  assert len(replicated) == len(set(replicated)) == len(state) - len(split)
+  embed_key = "model.embed_tokens.weight" if isinstance(spec, F.OmniSpec) else hf.EMBED
+  embed_reads = [r for r in reads if r[0] == embed_key]
+  assert len(embed_reads) == 8
+  full = embed_reads[0][2]
+  assert all(np.prod(shape) * 8 == np.prod(full) for _, shape, _ in embed_reads)
+
+
+def _variable(model, name):
+  for p, v in nnx.to_flat_state(nnx.state(model)):
+    if hf._dotted(p) == name:
+      return v
+  raise KeyError(name)
+
+
+def _split_keys(state, spec):
+  """HF keys of the parameters the mesh splits (some dimension sharded)."""
+  arch = "qwen2_5_omni" if isinstance(spec, F.OmniSpec) else "qwen2_audio"
+  return {hf.nnx_to_hf(k, arch)[0] for k, v in state.items()
+          if any(s is not None for s in v.sharding.spec)}
