@@ -30,8 +30,9 @@ from configs import common  # noqa: E402
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, job="grpo", steps=12, sft_steps=40, init_from="")
-  config = common.base(job=arg.job, steps=arg.steps, reward_preset="outcome")
+  arg = config_lib.parse_arg(arg, job="grpo", steps=12, sft_steps=40, init_from="",
+                             reward="outcome")  # reward: any preset (rewards.PRESETS)
+  config = common.base(job=arg.job, steps=arg.steps, reward_preset=arg.reward)
   config.init_from = arg.init_from
   config.log_every = 2
   config.checkpoint_every = 2

@@ -127,3 +127,28 @@ def local_rows(x: jax.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     index.append(np.arange(start, stop))
     data.append(np.asarray(block))
   return np.concatenate(index), np.concatenate(data)
+
+
+def rollout_values(reward_config: ml_collections.ConfigDict, tokens: jax.Array,
+                   lengths: jax.Array, prompt_index: jax.Array,
+                   examples: Sequence[Mapping[str, Any]], tokenizer, **kw) -> np.ndarray:
+  """f32[L, C]: the Python components on the rollout rows this process holds (the trainer's
+  call; `L` rows in increasing order, as `local_rows`).
+
+  tokens int32[N, M], lengths int32[N] (what the reward scores: before `<|im_end|>`),
+  prompt_index int32[N]: sharded over rows. `examples` are this process's prompts, in order:
+  the rows it holds belong to them (row r's example is examples[prompt_index[r] - the
+  smallest prompt_index it holds]).
+  """
+  _, ids = local_rows(tokens)
+  _, n = local_rows(lengths)
+  _, prompt = local_rows(prompt_index)
+  if not python_names(reward_config):
+    return np.zeros([len(ids), 0], np.float32)
+  texts = tokenizer.decode_batch([row[:k] for row, k in zip(ids, n)])
+  first = int(prompt.min()) if len(prompt) else 0
+  if len(prompt) and int(prompt.max()) - first >= len(examples):
+    raise ValueError(f"rollout_values: rows of prompts {first}..{int(prompt.max())} but "
+                     f"{len(examples)} examples on this process")
+  rows = [examples[int(i) - first] for i in prompt]
+  return host_values(reward_config, texts, rows, tokenizer=tokenizer, **kw)[1]
