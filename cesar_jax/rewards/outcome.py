@@ -44,6 +44,7 @@ def think_accuracy_reward(batch: parse_lib.Batch,
   """
   del config
   sc = batch.parsed.scan
-  thinks = sc.think_close > sc.think_open + 1
+  closed = sc.think_close < batch.ids.shape[1]  # T when absent.
+  thinks = closed & (sc.think_close > sc.think_open + 1)
   acc = accuracy_reward(batch, None)
   return jnp.where(thinks, acc, 3.0 * acc - 1.0)
