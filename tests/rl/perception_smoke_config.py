@@ -6,9 +6,13 @@ silence, or a real beep claimed as another kind; `synth_traces.py`). GRPO with t
 preset (accuracy + format + perception + answer consistency) then thinks freely (no think
 budget, up to 80 new tokens, G = 8). A claimed noise burst, tone or chirp in a clip of beeps
 is false whatever the audio, so the policy can learn to stop claiming it without learning to
-hear: the perception reward rises (tests/rl/test_perception_reward_run.py; measured on 2
-cores: 1.00 -> 1.27, mean of the first and the last fifth of 60 steps, accuracy flat).
-With another preset, perception is logged with weight 0 (the control).
+hear: the perception reward rises (tests/rl/test_perception_reward_run.py).
+
+Measured (2 cores, 40 steps, mean of the first and the last fifth): reward/perception 0.96 ->
+1.26 with `mpar2` (accuracy 0.32 -> 0.32); the control, the same run with `reward=outcome`
+(perception logged with weight 0), 0.92 -> 1.12 (accuracy 0.30 -> 0.26): part of the rise
+comes from accuracy and format alone (a fabricated beep changes the count), rewarding
+perception adds about 0.1 here (one seed each).
 
   python -m cesar_jax.main --config=tests/rl/perception_smoke_config.py:job=sft \
       --workdir=/tmp/p_sft
