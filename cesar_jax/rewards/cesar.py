@@ -85,3 +85,26 @@ def overthinking_reward(batch: parse_lib.Batch,
   limit = batch.tables["params"]["max_think_tokens"]
   value = jnp.clip(1.0 - p.think_tokens.astype(jnp.float32) / limit, 0.0, 1.0)
   return jnp.where(process_gate(batch), value, 0.0)
+
+
+# Diagnostics of the reward's optimum (issue 15): logged with weight 0 (e.g.
+# `config.rewards.weights.think_concepts = 0.0`), they show whether a policy drifts toward a
+# short bag of concepts. Not gated by the guard.
+
+
+@registry.register("think_concepts")
+def think_concepts(batch: parse_lib.Batch, config: ml_collections.FrozenConfigDict) -> jax.Array:
+  """|C(t)|: distinct concepts of the think part (0 unless well formed)."""
+  c = concepts.counts(batch, config)
+  return jnp.where(batch.parsed.format_ok, c.think, 0).astype(jnp.float32)
+
+
+@registry.register("keyword_density")
+def keyword_density(batch: parse_lib.Batch, config: ml_collections.FrozenConfigDict) -> jax.Array:
+  """Keyword phrases present in the think part (all families) per think token (0 unless well
+  formed with a non-empty think part)."""
+  del config
+  p = batch.parsed
+  n = jnp.sum(phrase_presence(batch).astype(jnp.float32), axis=1)
+  t = p.think_tokens
+  return jnp.where(p.format_ok & (t > 0), n / jnp.maximum(t, 1).astype(jnp.float32), 0.0)

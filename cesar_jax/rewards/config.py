@@ -31,7 +31,8 @@ them does not recompile (`api.static_config`). Fields:
 
 Presets: "cesar", "outcome", "ke_omni_r", "audio_thinker", "mpar2" (sources beside each).
 Components "perception" and "answer_consistency" are host-side Python functions
-(`rewards/perception.py`); the others are jitted on token ids.
+(`rewards/perception.py`); the others are jitted on token ids. "think_concepts" and
+"keyword_density" (cesar.py) are diagnostics of the reward's optimum, to add with weight 0.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ same values; tests hold them equal. Definitions (words, whitespace, normaliser: 
 * think_accuracy (Audio-Thinker): +1 / 0 when the completion thinks and is correct / wrong,
   +2 / -1 when it does not think; it thinks when the first `</think>` comes after the first
   `<think>` with at least one token between them (the format is not required).
+* Diagnostics (weight 0, to log): think_concepts = |C(t)| (0 unless format = 1);
+  keyword_density = keyword phrases present in t (all families) / |t| tokens (0 unless format
+  = 1 and |t| > 0).
 * Python components (`registry.register_python`) are their own reference: both paths call
   `host.host_values` on the texts.
 * total = sum of weight * component, in config order. Arithmetic is float32 throughout, in the
@@ -260,9 +263,26 @@ def overthinking_reward(p: Parsed, ctx: Context) -> np.float32:
   return np.clip(np.float32(1) - np.float32(p.think_tokens) / limit, np.float32(0), np.float32(1))
 
 
+def think_concepts(p: Parsed, ctx: Context) -> np.float32:
+  if not p.format_ok:
+    return np.float32(0)
+  return np.float32(len(ex_lib.concepts(p.think_words, ctx.config, ctx.stopwords)))
+
+
+def keyword_density(p: Parsed, ctx: Context) -> np.float32:
+  if not p.format_ok or p.think_tokens == 0:
+    return np.float32(0)
+  norm = [text.normalize(w, ctx.strip) for w in p.think_words]
+  spans = _ngram_spans(norm, max((len(s) for ph, _ in ctx.phrases.values() for s, _ in ph),
+                                 default=1))
+  n = sum(phrase_present(spans, segments) for f in FAMILIES for segments, _ in ctx.phrases[f][0])
+  return np.float32(n) / np.float32(p.think_tokens)
+
+
 for _name, _fn in (("format", format_reward), ("accuracy", accuracy_reward),
                    ("consistency", consistency_reward), ("keywords", keywords_reward),
-                   ("overthinking", overthinking_reward), ("think_accuracy", think_accuracy_reward)):
+                   ("overthinking", overthinking_reward), ("think_accuracy", think_accuracy_reward),
+                   ("think_concepts", think_concepts), ("keyword_density", keyword_density)):
   registry.register_reference(_name, _fn)
 
 

@@ -103,3 +103,31 @@ def test_guard_hand_values(builtin_tok, scorer, same):
     assert out["accuracy"][0] == out["format"][0] == 1
     want = base["total"][0] if earns else np.float32(6)
     assert out["total"][0] == want
+
+
+def test_optimum_diagnostics(builtin_tok, scorer, same):
+  """think_concepts and keyword_density (weight 0: logged, not rewarded), hand values."""
+  config = rewards.default_config("cesar")
+  config.weights.think_concepts = 0.0
+  config.weights.keyword_density = 0.0
+  think = "First, the melody is bright. Therefore violin."
+  texts = [f"<think>{think}</think><answer>violin</answer>",
+           "<think>first therefore melody instrument playing main violin</think>"
+           "<answer>violin</answer>", "<think>melody</think>", "<think></think><answer>B</answer>"]
+  out = _score(builtin_tok, scorer, same, texts, [Q] * 4, config)
+  f = np.float32
+  n = [len(builtin_tok.encode(t)) for t in (think, texts[1][7:texts[1].index("</think>")])]
+  # C(t) = {first, melody, bright, therefore, violin}; the bag: 7 concepts. Phrases present:
+  # first, therefore, melody (1 each family); the bag also has "instrument".
+  np.testing.assert_array_equal(out["think_concepts"], [5, 7, 0, 0])
+  np.testing.assert_array_equal(out["keyword_density"], [f(3) / f(n[0]), f(4) / f(n[1]), 0, 0])
+  base = _score(builtin_tok, scorer, same, texts, [Q] * 4, rewards.default_config("cesar"))
+  np.testing.assert_array_equal(out["total"], base["total"])  # Weight 0: the total is unchanged.
+  # Both implementations on generated completions (the same config: no new compile).
+  rng = np.random.default_rng(12)
+  examples = [testing.example(rng, i) for i in range(128)]
+  texts = [testing.completion(rng, ex, testing.KINDS[i % len(testing.KINDS)],
+                              num_sentences=int(rng.integers(0, 10)))
+           for i, ex in enumerate(examples)]
+  out = _score(builtin_tok, scorer, same, texts, examples, config)
+  assert len(np.unique(out["think_concepts"])) > 5 and len(np.unique(out["keyword_density"])) > 5
