@@ -40,10 +40,10 @@ _PRESETS = {"qwen2_audio": "tiny", "omni": "tiny_omni"}
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, job="grpo", steps=12, sft_steps=40, init_from="",
-                             arch="qwen2_audio")
+                             arch="qwen2_audio", reward="outcome")  # reward: any preset
   if arg.arch not in _PRESETS:
     raise ValueError(f"configs/smoke.py: arch={arg.arch!r}; choose from {sorted(_PRESETS)}")
-  config = common.base(job=arg.job, steps=arg.steps, reward_preset="outcome")
+  config = common.base(job=arg.job, steps=arg.steps, reward_preset=arg.reward)
   config.init_from = arg.init_from
   config.log_every = 2
   config.checkpoint_every = 2

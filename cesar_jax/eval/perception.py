@@ -154,6 +154,17 @@ def _normalise(answer: str) -> str:
   return " ".join(re.findall(r"\w+", answer.lower()))
 
 
+def conclusion_and_answer(text: str, sentences: Sequence[tr.Sentence] | None = None
+                          ) -> tuple[str | None, str | None]:
+  """(the last "Therefore, the answer is X." of the think part, the answer tag's text); None
+  where missing. `sentences`: `traces.parse(text)`, when already computed."""
+  text = text if isinstance(text, str) else ""
+  sentences = tr.parse(text) if sentences is None else sentences
+  conclusions = [s for s in sentences if isinstance(s, tr.Conclusion)]
+  _, answer = tr.split_trace(text)
+  return (conclusions[-1].answer if conclusions else None), answer
+
+
 def score(text: str, events: Sequence[dict]) -> PerceptionResult:
   """Perception scores of one reasoning chain (model output or trace) against the true events."""
   sentences = tr.parse(text if isinstance(text, str) else "")
@@ -177,11 +188,10 @@ def score(text: str, events: Sequence[dict]) -> PerceptionResult:
       checks.append((s, verdict[i]))
     elif not isinstance(s, (tr.Conclusion, tr.Statement)):
       checks.append((s, check_claim(s, events)))
-  conclusions = [s for s in sentences if isinstance(s, tr.Conclusion)]
-  _, answer = tr.split_trace(text if isinstance(text, str) else "")
+  conclusion, answer = conclusion_and_answer(text, sentences)
   consistent = None
-  if conclusions and answer is not None:
-    consistent = _normalise(conclusions[-1].answer) == _normalise(answer)
+  if conclusion is not None and answer is not None:
+    consistent = _normalise(conclusion) == _normalise(answer)
   num_correct = sum(ok for _, ok in checks)
   return PerceptionResult(
       checks=tuple(checks), precision=num_correct / len(checks) if checks else math.nan,

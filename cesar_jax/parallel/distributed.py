@@ -70,19 +70,36 @@ def agree_max(value: int) -> int:
   return int(np.max(multihost_utils.process_allgather(np.asarray(value, np.int64))))
 
 
-def host_rows(x: jax.Array) -> np.ndarray:
-  """This process's rows of a global array sharded (or replicated) on dim 0, as numpy.
+def local_rows(x: jax.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(global row indices int64[L], rows [L, ...]) of the rows of `x` this process holds.
 
-  The inverse of `jax.make_array_from_process_local_data` for batch-sharded arrays: the rows
-  of the addressable shards, in order, each row once. With one process: the whole array.
+  Rows are in increasing order; a row held by several local devices (replicas) comes once.
+  A numpy array is all local.
   """
-  if not isinstance(x, jax.Array) or jax.process_count() == 1 or x.is_fully_addressable:
-    return np.asarray(jax.device_get(x))
-  blocks: dict[int, np.ndarray] = {}
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    x = np.asarray(jax.device_get(x))
+    return np.arange(x.shape[0]), x
+  pieces = {}
   for shard in x.addressable_shards:
-    start = (shard.index[0].start or 0) if shard.index else 0
-    blocks.setdefault(start, np.asarray(shard.data))
-  return np.concatenate([blocks[s] for s in sorted(blocks)], axis=0)
+    if any(i != slice(None) and i.indices(n) != (0, n, 1)
+           for i, n in zip(shard.index[1:], x.shape[1:])):
+      raise ValueError(f"local_rows: array {x.shape} is sharded beyond its first dimension "
+                       f"({x.sharding})")
+    rows = shard.index[0] if shard.index else slice(None)
+    start, stop, _ = rows.indices(x.shape[0])
+    pieces.setdefault(start, (stop, shard.data))
+  index, data = [], []
+  for start in sorted(pieces):
+    stop, block = pieces[start]
+    index.append(np.arange(start, stop))
+    data.append(np.asarray(block))
+  return np.concatenate(index), np.concatenate(data)
+
+
+def host_rows(x: jax.Array | np.ndarray) -> np.ndarray:
+  """This process's rows of a global array sharded (or replicated) on dim 0, as numpy (the
+  inverse of `mesh.host_to_global`; with one process: the whole array)."""
+  return local_rows(x)[1]
 
 
 def gather_rows(local: np.ndarray) -> np.ndarray:

@@ -3,6 +3,11 @@
 CESAR (Fan et al., ICLR 2026, arXiv 2510.20867, Sec. 3.3). Definitions, including the project's
 choices where the paper is silent (concept extraction, keyword lists and caps, gating on the
 format), are in `reference.py`; tests hold these functions equal to it.
+
+All three are gated by `process_gate`: 0 for a malformed completion, and, with the guard
+`config.guard.min_think_tokens` > 0 (off by default: the paper's formula), 0 for a think part
+shorter than that many tokens (issue 15: a short bag of question concepts plus one keyword per
+family out-scores a full, correct reasoning; see `config.py` and tests/rewards/test_reward_gaming.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,14 @@ def _ratio(num: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.where(d > 0, num.astype(jnp.float32) / jnp.maximum(d, 1).astype(jnp.float32), 0.0)
 
 
+def process_gate(batch: parse_lib.Batch) -> jax.Array:
+  """bool[B]: the completion earns process reward (well formed; think part long enough, or the
+  answer-only form, which has none)."""
+  p = batch.parsed
+  long_enough = p.think_tokens >= batch.tables["params"]["min_think_tokens"]
+  return p.format_ok & (p.answer_only | long_enough)
+
+
 @registry.register("consistency")
 def consistency_reward(batch: parse_lib.Batch,
                        config: ml_collections.FrozenConfigDict) -> jax.Array:
@@ -34,7 +47,7 @@ def consistency_reward(batch: parse_lib.Batch,
   sim_y = jnp.where(p.chosen >= 0, _ratio(c.think_option, c.think, y_len),
                     _ratio(c.think_answer, c.think, c.answer))
   sim_q = _ratio(c.think_question, c.think, ex["question_concepts_len"])
-  return jnp.where(p.format_ok, sim_y + sim_q, 0.0)
+  return jnp.where(process_gate(batch), sim_y + sim_q, 0.0)
 
 
 def phrase_presence(batch: parse_lib.Batch) -> jax.Array:
@@ -61,7 +74,7 @@ def keywords_reward(batch: parse_lib.Batch, config: ml_collections.FrozenConfigD
     s = jnp.sum(present * jnp.where(family == f, weight, 0.0)[None, :], axis=1)
     cap = batch.tables["params"]["caps"][f]
     total = total + jnp.minimum(cap, s) / cap
-  return jnp.where(batch.parsed.format_ok, total, 0.0)
+  return jnp.where(process_gate(batch), total, 0.0)
 
 
 @registry.register("overthinking")
@@ -71,4 +84,27 @@ def overthinking_reward(batch: parse_lib.Batch,
   p = batch.parsed
   limit = batch.tables["params"]["max_think_tokens"]
   value = jnp.clip(1.0 - p.think_tokens.astype(jnp.float32) / limit, 0.0, 1.0)
-  return jnp.where(p.format_ok, value, 0.0)
+  return jnp.where(process_gate(batch), value, 0.0)
+
+
+# Diagnostics of the reward's optimum (issue 15): logged with weight 0 (e.g.
+# `config.rewards.weights.think_concepts = 0.0`), they show whether a policy drifts toward a
+# short bag of concepts. Not gated by the guard.
+
+
+@registry.register("think_concepts")
+def think_concepts(batch: parse_lib.Batch, config: ml_collections.FrozenConfigDict) -> jax.Array:
+  """|C(t)|: distinct concepts of the think part (0 unless well formed)."""
+  c = concepts.counts(batch, config)
+  return jnp.where(batch.parsed.format_ok, c.think, 0).astype(jnp.float32)
+
+
+@registry.register("keyword_density")
+def keyword_density(batch: parse_lib.Batch, config: ml_collections.FrozenConfigDict) -> jax.Array:
+  """Keyword phrases present in the think part (all families) per think token (0 unless well
+  formed with a non-empty think part)."""
+  del config
+  p = batch.parsed
+  n = jnp.sum(phrase_presence(batch).astype(jnp.float32), axis=1)
+  t = p.think_tokens
+  return jnp.where(p.format_ok & (t > 0), n / jnp.maximum(t, 1).astype(jnp.float32), 0.0)

@@ -22,6 +22,17 @@ them does not recompile (`api.static_config`). Fields:
                 examples that carry no `think_budget` (those with think_budget == 0 always do).
   limits        static shapes of the example arrays; an example beyond them is an error that
                 names it.
+  guard         min_think_tokens: no process reward (consistency, keywords, overthinking) for
+                a think part of fewer tokens (answer-only examples exempt). 0 = off, the
+                paper's formula (the default). Traced. Why: issue 15; what it does and does not
+                stop: tests/rewards/test_reward_gaming.py.
+  perception    recall_weight, judge: the host-side `perception` reward (see
+                `rewards/perception.py`); host only, not part of the compiled program.
+
+Presets: "cesar", "outcome", "ke_omni_r", "audio_thinker", "mpar2" (sources beside each).
+Components "perception" and "answer_consistency" are host-side Python functions
+(`rewards/perception.py`); the others are jitted on token ids. "think_concepts" and
+"keyword_density" (cesar.py) are diagnostics of the reward's optimum, to add with weight 0.
 """
 
 from __future__ import annotations
@@ -38,10 +49,26 @@ OUTCOME_WEIGHTS = (("accuracy", 1.0), ("format", 1.0))
 # Ke-Omni-R: accuracy 2, format 1 (shared/REFERENCES.md, "Related systems").
 KE_OMNI_R_WEIGHTS = (("accuracy", 2.0), ("format", 1.0))
 
+# Audio-Thinker (shared/REFERENCES.md, "Related systems"): the adaptive think-accuracy reward
+# (think and correct +1, think and wrong 0, no think and correct +2, no think and wrong -1) and
+# the consistency reward (the think part's conclusion matches the answer), both weight 1 (the
+# weights are not public: our choice). Its judged think-quality reward is left out (no judge
+# here); the format term (weight 1) is our choice, as in every other preset.
+AUDIO_THINKER_WEIGHTS = (("think_accuracy", 1.0), ("format", 1.0), ("answer_consistency", 1.0))
+# MPAR^2 (arXiv 2603.02266; shared/REFERENCES.md): GRPO with perception, step, consistency,
+# review and format rewards, judged by Gemini. What is public and judge-free here: accuracy,
+# format, perception (judge-free: claims checked against the ground-truth events,
+# rewards/perception.py) and consistency (conclusion vs answer). The step and review rewards
+# (judged; combined by a geometric mean) are left out. Weights 1 each: our choice.
+MPAR2_WEIGHTS = (("accuracy", 1.0), ("format", 1.0), ("perception", 1.0),
+                 ("answer_consistency", 1.0))
+
 PRESETS: dict[str, tuple[tuple[str, float], ...]] = {
     "cesar": CESAR_WEIGHTS,
     "outcome": OUTCOME_WEIGHTS,
     "ke_omni_r": KE_OMNI_R_WEIGHTS,
+    "audio_thinker": AUDIO_THINKER_WEIGHTS,
+    "mpar2": MPAR2_WEIGHTS,
 }
 
 
@@ -55,7 +82,8 @@ def _family(phrases: tuple[str, ...], cap: float) -> ml_collections.ConfigDict:
 
 
 def default_config(preset: str = "cesar") -> ml_collections.ConfigDict:
-  """The reward config for a preset: "cesar", "outcome", "ke_omni_r" (or a registered one)."""
+  """The reward config for a preset: "cesar", "outcome", "ke_omni_r", "audio_thinker", "mpar2"
+  (or a registered one)."""
   if preset not in PRESETS:
     raise KeyError(f"unknown reward preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
   c = ml_collections.ConfigDict()
@@ -87,6 +115,18 @@ def default_config(preset: str = "cesar") -> ml_collections.ConfigDict:
 
   # Format section.
   c.format = ml_collections.ConfigDict({"answer_only": False})
+
+  # Guard section (issue 15): off by default, the paper's formula. A short bag of question
+  # concepts plus one keyword per family out-scores a full, correct reasoning under CESAR's
+  # reward (Sim divides by the larger concept set; the overthinking term pays for brevity).
+  # min_think_tokens = m > 0 pays no process reward to a think part under m tokens.
+  c.guard = ml_collections.ConfigDict({"min_think_tokens": 0})
+
+  # Perception section (the host-side `perception` reward; MPAR^2 without its judge).
+  c.perception = ml_collections.ConfigDict({
+      "recall_weight": 0.5,  # perception = precision + 0.5 * recall (our choice).
+      "judge": "",  # A name from rewards.perception.register_judge, for records without events.
+  })
 
   # Limits section (static shapes of the per-example arrays and token tables).
   c.limits = ml_collections.ConfigDict({

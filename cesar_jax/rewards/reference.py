@@ -16,7 +16,9 @@ same values; tests hold them equal. Definitions (words, whitespace, normaliser: 
   option_i's words ("B", "(b)", "piano", "B. Pianos" for option (B) "piano"); the answer
   chooses option i when it names i and no other option.
 * Process components are 0 unless format = 1 (a malformed or truncated completion earns no
-  process reward; this gating is the project's choice):
+  process reward; this gating is the project's choice), and, with the guard
+  `guard.min_think_tokens` = m > 0 (off by default), 0 when |t| < m tokens unless the example
+  expects the answer-only form:
   - consistency = Sim(t, y_hat) + Sim(t, Q) in [0, 2], Sim(x, y) = |C(x) & C(y)| /
     max(|C(x)|, |C(y)|) (0 when both are empty), C = concept set (`examples.concepts`), t the
     think words, Q the question's and options' words, y_hat the chosen option's words, or the
@@ -26,6 +28,14 @@ same values; tests hold them equal. Definitions (words, whitespace, normaliser: 
     (default weights and caps 1: one phrase saturates a family).
   - overthinking = clip(1 - |t| / max_think_tokens, 0, 1), |t| the number of tokens of the think
     part (0 for the answer-only form).
+* think_accuracy (Audio-Thinker): +1 / 0 when the completion thinks and is correct / wrong,
+  +2 / -1 when it does not think; it thinks when the first `</think>` comes after the first
+  `<think>` with at least one token between them (the format is not required).
+* Diagnostics (weight 0, to log): think_concepts = |C(t)| (0 unless format = 1);
+  keyword_density = keyword phrases present in t (all families) / |t| tokens (0 unless format
+  = 1 and |t| > 0).
+* Python components (`registry.register_python`) are their own reference: both paths call
+  `host.host_values` on the texts.
 * total = sum of weight * component, in config order. Arithmetic is float32 throughout, in the
   same order as the jitted path, so the two agree bit for bit with the default config. With
   arbitrary weights (0.1, ...) the total may differ in the last bit (XLA may fuse a multiply-add)
@@ -44,6 +54,7 @@ import numpy as np
 
 from cesar_jax import tokenizers as tok_lib
 from cesar_jax.rewards import examples as ex_lib
+from cesar_jax.rewards import host as host_lib
 from cesar_jax.rewards import registry
 from cesar_jax.rewards import text
 
@@ -167,8 +178,25 @@ def accuracy_reward(p: Parsed, ctx: Context) -> np.float32:
   return np.float32(p.chosen is not None and p.chosen == ctx.answer_index)
 
 
+def process_gate(p: Parsed, ctx: Context) -> bool:
+  """Whether the completion earns process reward (format; the guard's minimum think length)."""
+  guard = ctx.config.get("guard", None) or {}
+  minimum = int(guard.get("min_think_tokens", 0))
+  return p.format_ok and (ex_lib.answer_only(ctx.example, ctx.config) or
+                          p.think_tokens >= minimum)
+
+
+def think_accuracy_reward(p: Parsed, ctx: Context) -> np.float32:
+  kinds = [piece[0] for piece in p.pieces]
+  thinks = False
+  if "to" in kinds and "tc" in kinds:
+    thinks = kinds.index("tc") > kinds.index("to") + 1  # A piece between: >= 1 token.
+  acc = accuracy_reward(p, ctx)
+  return acc if thinks else np.float32(3) * acc - np.float32(1)
+
+
 def consistency_reward(p: Parsed, ctx: Context) -> np.float32:
-  if not p.format_ok:
+  if not process_gate(p, ctx):
     return np.float32(0)
   c_think = ex_lib.concepts(p.think_words, ctx.config, ctx.stopwords)
   c_q = ex_lib.concepts(ex_lib.question_words(ctx.example), ctx.config, ctx.stopwords)
@@ -219,7 +247,7 @@ def keyword_family(spans: Mapping[tuple[bytes, ...], tuple[int, int]],
 
 
 def keywords_reward(p: Parsed, ctx: Context) -> np.float32:
-  if not p.format_ok:
+  if not process_gate(p, ctx):
     return np.float32(0)
   norm = [text.normalize(w, ctx.strip) for w in p.think_words]
   spans = _ngram_spans(norm, max((len(s) for ph, _ in ctx.phrases.values() for s, _ in ph),
@@ -229,15 +257,32 @@ def keywords_reward(p: Parsed, ctx: Context) -> np.float32:
 
 
 def overthinking_reward(p: Parsed, ctx: Context) -> np.float32:
-  if not p.format_ok:
+  if not process_gate(p, ctx):
     return np.float32(0)
   limit = np.float32(ctx.config.overthinking.max_think_tokens)
   return np.clip(np.float32(1) - np.float32(p.think_tokens) / limit, np.float32(0), np.float32(1))
 
 
+def think_concepts(p: Parsed, ctx: Context) -> np.float32:
+  if not p.format_ok:
+    return np.float32(0)
+  return np.float32(len(ex_lib.concepts(p.think_words, ctx.config, ctx.stopwords)))
+
+
+def keyword_density(p: Parsed, ctx: Context) -> np.float32:
+  if not p.format_ok or p.think_tokens == 0:
+    return np.float32(0)
+  norm = [text.normalize(w, ctx.strip) for w in p.think_words]
+  spans = _ngram_spans(norm, max((len(s) for ph, _ in ctx.phrases.values() for s, _ in ph),
+                                 default=1))
+  n = sum(phrase_present(spans, segments) for f in FAMILIES for segments, _ in ctx.phrases[f][0])
+  return np.float32(n) / np.float32(p.think_tokens)
+
+
 for _name, _fn in (("format", format_reward), ("accuracy", accuracy_reward),
                    ("consistency", consistency_reward), ("keywords", keywords_reward),
-                   ("overthinking", overthinking_reward)):
+                   ("overthinking", overthinking_reward), ("think_accuracy", think_accuracy_reward),
+                   ("think_concepts", think_concepts), ("keyword_density", keyword_density)):
   registry.register_reference(_name, _fn)
 
 
@@ -249,7 +294,9 @@ def score_texts(completions: Sequence[str], examples: Sequence[Mapping[str, Any]
   if len(completions) != len(examples):
     raise ValueError(f"score_texts: {len(completions)} completions but {len(examples)} examples")
   names = list(reward_config.weights.keys())
-  fns = {n: registry.get_reference(n) for n in names}
+  host_names, host_values = host_lib.host_values(reward_config, completions, examples,
+                                                 tokenizer=tokenizer)
+  fns = {n: registry.get_reference(n) for n in names if n not in host_names}
   stop = ex_lib.stopword_set(reward_config)
   strip = bool(reward_config.concepts.strip_plural_s)
   phrases = {f: (compile_phrases(reward_config.keywords[f], strip),
@@ -264,7 +311,8 @@ def score_texts(completions: Sequence[str], examples: Sequence[Mapping[str, Any]
     ctx = Context(ex, ex_lib.answer_index(ex, i), reward_config, stop, tokenizer, strip, phrases)
     total = np.float32(0)
     for n in names:
-      value = np.float32(fns[n](p, ctx))
+      value = (host_values[i, host_names.index(n)] if n in host_names
+               else np.float32(fns[n](p, ctx)))
       out[n][i] = value
       total = total + np.float32(reward_config.weights[n]) * value
     out["total"][i] = total

@@ -24,6 +24,22 @@ keyword tables; `config` the reward config (frozen, so it is hashable and static
 A component may also have a plain-Python twin on decoded text (`register_reference`,
 signature `fn(parsed: reference.Parsed, ctx: reference.Context) -> float`) so tests can hold
 the two equal; `reference.score_texts` raises for a component without one.
+
+A component may instead be a host-side Python function with TRL's `reward_funcs` shape
+(`register_python`), batched over the rows a process holds:
+
+    @registry.register_python("mentions_answer")
+    def mentions_answer(completions, examples, **kw):
+      return [float(str(ex["answer"]).lower() in c.lower()) for c, ex in zip(completions, examples)]
+
+    config.reward.weights.mentions_answer = 0.5
+
+`completions` are the decoded texts (before `<|im_end|>`), `examples` one dict per completion
+with every field of its record (e.g. `events` for the synthetic set); keyword arguments are
+`config` (the reward config) and `tokenizer`; accept `**kw` for more in future. It returns one
+finite float per completion. Python components are selected and weighted exactly like jitted
+ones (`rewards.host` computes them; the jitted reward adds weight * value into the total and
+they are their own plain-Python reference).
 """
 
 from __future__ import annotations
@@ -34,17 +50,35 @@ Component = Callable[..., Any]
 
 _COMPONENTS: dict[str, Component] = {}
 _REFERENCES: dict[str, Component] = {}
+_PYTHON: dict[str, Component] = {}
 
 
 def register(name: str, fn: Component | None = None, *, overwrite: bool = False):
   """Registers a jitted component under `name` (usable as a decorator)."""
   def add(f: Component) -> Component:
-    if name in _COMPONENTS and _COMPONENTS[name] is not f and not overwrite:
-      raise ValueError(f"reward component {name!r} is already registered "
-                       f"({_COMPONENTS[name].__module__}); pass overwrite=True to replace it")
+    _check_free(name, f, overwrite)
+    _PYTHON.pop(name, None)
     _COMPONENTS[name] = f
     return f
   return add(fn) if fn is not None else add
+
+
+def register_python(name: str, fn: Component | None = None, *, overwrite: bool = False):
+  """Registers a host-side Python component `fn(completions, examples, **kw) -> list[float]`
+  under `name` (usable as a decorator); see the module docstring."""
+  def add(f: Component) -> Component:
+    _check_free(name, f, overwrite)
+    _COMPONENTS.pop(name, None)
+    _PYTHON[name] = f
+    return f
+  return add(fn) if fn is not None else add
+
+
+def _check_free(name: str, f: Component, overwrite: bool) -> None:
+  other = _COMPONENTS.get(name, _PYTHON.get(name))
+  if other is not None and other is not f and not overwrite:
+    raise ValueError(f"reward component {name!r} is already registered "
+                     f"({other.__module__}); pass overwrite=True to replace it")
 
 
 def register_reference(name: str, fn: Component | None = None, *, overwrite: bool = True):
@@ -58,10 +92,19 @@ def register_reference(name: str, fn: Component | None = None, *, overwrite: boo
 
 
 def get(name: str) -> Component:
+  """The jitted component `name`, or the Python one (see `is_python`)."""
+  if name in _PYTHON:
+    return _PYTHON[name]
   if name not in _COMPONENTS:
     raise KeyError(f"unknown reward component {name!r} (config reward.weights); registered: "
-                   f"{', '.join(sorted(_COMPONENTS))}")
+                   f"{', '.join(names())}")
   return _COMPONENTS[name]
+
+
+def is_python(name: str) -> bool:
+  """Whether `name` is a host-side Python component (`register_python`)."""
+  get(name)  # Unknown names fail, naming the key.
+  return name in _PYTHON
 
 
 def get_reference(name: str) -> Component:
@@ -72,4 +115,4 @@ def get_reference(name: str) -> Component:
 
 
 def names() -> list[str]:
-  return sorted(_COMPONENTS)
+  return sorted(set(_COMPONENTS) | set(_PYTHON))

@@ -86,16 +86,24 @@ def _think_budget(config: ml_collections.ConfigDict) -> int | None:
   return None if budget < 0 else budget
 
 
+def reward_lengths(samples: samples_lib.Samples) -> jax.Array:
+  """int32[N]: what the reward scores, the tokens before `<|im_end|>` (rewards.api.RewardFn)."""
+  stopped = samples.finish_reason == samples_lib.FINISH_STOP
+  return samples.lengths - stopped.astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("estimator", "num_samples"))
 def score(reward_fn: rewards_lib.RewardFn, samples: samples_lib.Samples,
-          example_arrays: Mapping[str, jax.Array], *, estimator: str,
-          num_samples: int) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Rewards and advantages of the rollouts [N = B * G], and their summary metrics."""
+          example_arrays: Mapping[str, jax.Array], host_values: jax.Array | None = None, *,
+          estimator: str, num_samples: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Rewards and advantages of the rollouts [N = B * G], and their summary metrics.
+
+  host_values: f32[N, C], the Python reward components (`rewards.host.rollout_values`), or
+  None when the config has none."""
   stopped = samples.finish_reason == samples_lib.FINISH_STOP
-  # The reward scores the text before `<|im_end|>` (see rewards.api.RewardFn).
-  lengths = samples.lengths - stopped.astype(jnp.int32)
+  lengths = reward_lengths(samples)
   arrays = dict(example_arrays, sample_to_example=samples.prompt_index)
-  out = reward_fn(samples.tokens, lengths, arrays)
+  out = reward_fn(samples.tokens, lengths, arrays, host_values)
   advantages = grpo.get_advantage_estimator(estimator)(out["total"], num_samples)
   grouped = out["total"].reshape(-1, num_samples)
   metrics = {f"reward/{k}": jnp.mean(v) for k, v in out.items()}
@@ -136,12 +144,20 @@ def completion_width(samples: samples_lib.Samples, buckets: Sequence[int]) -> in
   return next(b for b in buckets if b >= longest)
 
 
+# Batch entries that are model inputs, not fields of the record.
+_MODEL_INPUTS = ("prompt_ids", "prompt_mask", "input_features", "feature_mask",
+                 "num_audio_tokens", "example_mask")
+
+
 def _examples(batch: Mapping[str, Any], think_budget: int | None) -> list[dict[str, Any]]:
-  """The reward's view of each prompt (host side, once per prompt)."""
+  """The reward's view of each prompt (host side, once per prompt): every field of its record
+  (those inside `extra` too, e.g. the synthetic set's `events`), `choices` as a list."""
   out = []
   for i in range(len(batch["id"])):
-    ex = {"id": batch["id"][i], "question": batch["question"][i],
-          "choices": list(batch["choices"][i]), "answer": batch["answer"][i]}
+    extra = batch["extra"][i] if "extra" in batch else None
+    ex = dict(extra) if isinstance(extra, Mapping) else {}
+    ex.update({k: v[i] for k, v in batch.items() if k not in _MODEL_INPUTS})
+    ex["choices"] = list(batch["choices"][i])
     if think_budget is not None:
       ex["think_budget"] = think_budget
     out.append(ex)
@@ -212,7 +228,12 @@ class GrpoTrainer:
     with timer("rewards"):
       arrays = train_lib.to_global(
           rewards_lib.encode_examples(examples, self.tokenizer, self.reward_config), self.mesh)
-      advantages, metrics = score(self.reward_fn, samples, arrays,
+      host_values = None  # The Python reward components, on the rows this process holds.
+      if self.reward_fn.host_names:
+        host_values = train_lib.to_global({"v": rewards_lib.host.rollout_values(
+            self.reward_config, samples.tokens, reward_lengths(samples), samples.prompt_index,
+            examples, self.tokenizer)}, self.mesh)["v"]
+      advantages, metrics = score(self.reward_fn, samples, arrays, host_values,
                                   estimator=cfg.grpo.advantage, num_samples=g)
       jax.block_until_ready(advantages)
     with timer("update"):

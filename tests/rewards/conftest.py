@@ -64,7 +64,12 @@ class Scorer:
       arrays = rewards.encode_examples(examples[start:start + self.rows], tokenizer, config)
       pad = self.rows - len(chunk)
       arrays = {k: np.concatenate([v, np.repeat(v[:1], pad, axis=0)]) for k, v in arrays.items()}
-      res = rewards.apply(fn, ids, lens, arrays)
+      # Python components score the decoded ids (as the trainer does).
+      _, values = rewards.host_values(config, tokenizer.decode_batch(
+          [list(x[:k]) for x, k in zip(chunk, lens)]),
+                                      examples[start:start + self.rows], tokenizer=tokenizer)
+      values = np.concatenate([values, np.zeros([pad, values.shape[1]], np.float32)])
+      res = rewards.apply(fn, ids, lens, arrays, values)
       for k in out:
         out[k].append(np.asarray(res[k])[:len(chunk)])
     return {k: np.concatenate(v) for k, v in out.items()}

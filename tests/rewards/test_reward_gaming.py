@@ -1,9 +1,20 @@
-"""Reward-gaming probes: no trick scores above a concise, well-structured, correct completion.
+"""Reward-gaming probes of CESAR's reward against a concise, well-structured, correct completion.
 
 "Well-structured" in CESAR's sense: a sequencing or comparison marker, a logical connective, an
 acoustic term, and reasoning grounded in the question (it mentions the question's concepts).
-Each trick is applied to that completion, or replaces its think part; all are scored by both
-implementations (held equal) and must total strictly less.
+Each probe is applied to that completion, or replaces its think part; all are scored by both
+implementations (held equal).
+
+What they show (issue 15 item 5). Keyword stuffing, repeating the question, padding and tags
+inside the answer all score strictly less. But the formula has an optimum that is not
+reasoning: a short bag of the question's concepts plus one keyword per family (e.g. think =
+"first therefore melody instrument playing main violin": 10.67 against 10.10 for case 0's good
+completion) beats every good completion here, because Sim divides by the larger concept set
+(a bag made of Q's concepts is all overlap) and the overthinking term pays for brevity. These
+are findings, asserted as such. The guard `guard.min_think_tokens` (off by default, the
+paper's formula) pays no process reward to a think part under that many tokens: it removes the
+short bags, leaves the good completions' totals unchanged, and is itself defeated by padding
+the bag with stopwords (not concepts) up to the minimum, asserted too.
 """
 
 import numpy as np
@@ -58,7 +69,7 @@ def _tricks(ex, think, answer):
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_tricks_never_beat_a_good_completion(builtin_tok, scorer, same, case):
+def test_these_tricks_do_not_beat_a_good_completion(builtin_tok, scorer, same, case):
   ex, think, answer = CASES[case]
   good = f"<think>{think}</think><answer>{answer}</answer>"
   tricks = _tricks(ex, think, answer)
@@ -80,3 +91,64 @@ def test_repeating_a_keyword_earns_nothing(builtin_tok, scorer, same):
   same(ours, ref, texts)
   np.testing.assert_array_equal(ref["keywords"], [2, 2, 2])  # logic + domain.
   assert ref["total"][0] > ref["total"][1] > ref["total"][2]  # Only the length changes.
+
+
+ISSUE_BAG = "first therefore melody instrument playing main violin"  # issue 15's probe
+
+
+def _bags(ex):
+  """Bag-of-concepts probes: (name, think part)."""
+  q = ex["question"] + " " + " ".join(ex["choices"])
+  bag_q = f"first therefore melody {q}"  # one keyword per family + Q's words (its concepts)
+  return {"bag of Q": bag_q, "bag of Q padded with stopwords": bag_q + " the" * 30}
+
+
+def _totals(tok, scorer, same, ex, thinks, answer, min_think_tokens=0):
+  config = rewards.default_config("cesar")
+  config.guard.min_think_tokens = min_think_tokens  # Traced: no recompile.
+  texts = [f"<think>{t}</think><answer>{answer}</answer>" for t in thinks]
+  ours, ref = scorer.texts(tok, texts, [ex] * len(texts), config)
+  same(ours, ref, texts)
+  return ref
+
+
+def test_finding_the_issue_bag_beats_the_good_completion(builtin_tok, scorer, same):
+  ex, think, answer = CASES[0]
+  ref = _totals(builtin_tok, scorer, same, ex, [think, ISSUE_BAG], answer)
+  np.testing.assert_allclose(ref["total"], [10.0987, 10.6741], atol=1e-4)
+  # Both answer correctly with every keyword family; the bag's Sim and brevity win.
+  assert ref["keywords"][1] == 3 and ref["consistency"][1] > ref["consistency"][0]
+  assert ref["overthinking"][1] > ref["overthinking"][0]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_finding_a_bag_of_question_concepts_beats_every_good_completion(builtin_tok, scorer,
+                                                                        same, case):
+  ex, think, answer = CASES[case]
+  ref = _totals(builtin_tok, scorer, same, ex, [think, _bags(ex)["bag of Q"]], answer)
+  assert ref["total"][1] > ref["total"][0], ref["total"]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_guard_removes_short_bags_and_keeps_good_completions(builtin_tok, scorer, same, case):
+  ex, think, answer = CASES[case]
+  thinks = [think, ISSUE_BAG, _bags(ex)["bag of Q"]]
+  lengths = [len(builtin_tok.encode(t)) for t in thinks]
+  minimum = 64
+  assert lengths[0] >= minimum > max(lengths[1:]), lengths
+  off = _totals(builtin_tok, scorer, same, ex, thinks, answer)
+  on = _totals(builtin_tok, scorer, same, ex, thinks, answer, min_think_tokens=minimum)
+  assert on["total"][0] == off["total"][0]  # The good completion keeps its reward.
+  np.testing.assert_array_equal(on["total"][1:], [6, 6])  # accuracy 5 + format 1, no process.
+  for k in ("consistency", "keywords", "overthinking"):
+    np.testing.assert_array_equal(on[k][1:], [0, 0])
+  assert on["total"][0] > on["total"][1:].max()
+
+
+def test_finding_the_guard_is_defeated_by_stopword_padding(builtin_tok, scorer, same):
+  """Stopwords are not concepts: padding a bag up to the minimum keeps its Sim."""
+  ex, think, answer = CASES[0]
+  padded = _bags(ex)["bag of Q padded with stopwords"]
+  assert len(builtin_tok.encode(padded)) >= 64
+  on = _totals(builtin_tok, scorer, same, ex, [think, padded], answer, min_think_tokens=64)
+  assert on["total"][1] > on["total"][0], on["total"]
