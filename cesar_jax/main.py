@@ -15,6 +15,7 @@ import jax
 from ml_collections import config_flags
 
 from cesar_jax import config as config_lib
+from cesar_jax import logs
 from cesar_jax.parallel import distributed
 
 # Each job is `run(config, workdir)`, imported only when chosen.
@@ -44,6 +45,7 @@ def main(argv):
   distributed.initialize()
   config = _CONFIG.value
   workdir = os.path.abspath(_WORKDIR.value)
+  logs.setup(workdir)  # absl/orbax INFO -> WORKDIR/log.txt; the console keeps WARNING+ (see logs.py)
   job = resolve_job(config.job)
   if jax.process_index() == 0:
     config_lib.save(config, workdir)
