@@ -32,7 +32,9 @@ setuptools.setup(
         # torch/transformers are only used to prove parity and to benchmark against.
         # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
         "hf": ["torch==2.13.0", "transformers>=5.0"],
-        "test": ["pytest", "pytest-xdist", "hypothesis", "chex", "torch==2.13.0", "transformers>=5.0"],
+        "test": ["pytest", "pytest-xdist", "hypothesis", "chex", "torch==2.13.0", "transformers>=5.0",
+                 # tests/test_notebooks.py executes the notebooks in a Jupyter kernel.
+                 "papermill>=2.6", "nbclient>=0.10", "ipykernel>=6"],
         "notebooks": ["jupyter", "ipywidgets"],
     },
 )

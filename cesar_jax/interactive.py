@@ -5,6 +5,7 @@ the jobs (`cesar_jax.sft`, `cesar_jax.rl.trainer`, `cesar_jax.eval.evaluate`) li
 
     config = interactive.get_config("demo", {"stages.sft.sft.steps": 20})  # configs/demo.py
     model, tokenizer, run_config = interactive.load_model("runs/demo/cesar")   # or a HF folder
+    interactive.match_front_end(eval_config, path)   # n_mels, chunk length of the encoder
     report = interactive.evaluate_checkpoint("/path/to/hf_or_workdir", eval_config, "runs/ev")
     rows = interactive.sample_chains(model, tokenizer, items, eval_config, budget=32)
 
@@ -14,6 +15,7 @@ the jobs (`cesar_jax.sft`, `cesar_jax.rl.trainer`, `cesar_jax.eval.evaluate`) li
 from __future__ import annotations
 
 import importlib
+import json
 import pathlib
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,6 +29,7 @@ from cesar_jax import model_store
 from cesar_jax import rewards as rewards_lib
 from cesar_jax import tokenizers as tok_lib
 from cesar_jax.eval import evaluate, report, scaling, sweep
+from cesar_jax.models import features
 from cesar_jax.parallel import mesh as mesh_lib
 from cesar_jax.sampling import sampler as sampler_lib
 
@@ -77,6 +80,29 @@ def load_model(path: str, mesh: jax.sharding.Mesh | None = None
     return model_store.load_policy(path, {}, mesh, tokenizer=tokenizer), tokenizer, None
   raise FileNotFoundError(f"{path!r} is neither a run workdir (model_config.json + checkpoints/) "
                           "nor a Hugging Face folder (config.json + safetensors)")
+
+
+def front_end(path: str) -> tuple[int, float]:
+  """(n_mels, chunk_seconds) a checkpoint's audio encoder expects (run workdir or HF folder).
+
+  The encoder reads `2 * max_source_positions` feature frames (10 ms each), so the chunk is
+  that many hops long: 30 s for Qwen2-Audio, 2 s for the demo's tiny model.
+  """
+  if model_store.is_run_workdir(path):
+    audio = model_store.read_model_config(path).audio
+    n_mels, positions = audio.num_mel_bins, audio.max_source_positions
+  elif model_store.is_hf_dir(path):
+    hf_config = json.loads((pathlib.Path(path) / "config.json").read_text())
+    audio = hf_config.get("audio_config", {})
+    n_mels, positions = audio.get("num_mel_bins", 128), audio.get("max_source_positions", 1500)
+  else:
+    raise FileNotFoundError(f"{path!r} is neither a run workdir nor a Hugging Face folder")
+  return int(n_mels), 2 * int(positions) * features.HOP_LENGTH / features.SAMPLE_RATE
+
+
+def match_front_end(config: ml_collections.ConfigDict, path: str) -> None:
+  """Sets `config.data.n_mels` / `chunk_seconds` to what the checkpoint at `path` expects."""
+  config.data.n_mels, config.data.chunk_seconds = front_end(path)
 
 
 def _sampler_config(tokenizer: tok_lib.Tokenizer, config: ml_collections.ConfigDict

@@ -54,6 +54,20 @@ def test_load_model_reads_a_hf_folder_and_rejects_other_paths(hf_dir, tmp_path):
     interactive.load_model(str(tmp_path))
 
 
+def test_front_end_of_a_hf_folder(hf_dir, tmp_path):
+  config = interactive.get_config("eval_scaling")
+  assert (config.data.n_mels, config.data.chunk_seconds) == (128, 30.0)
+  interactive.match_front_end(config, hf_dir[0])
+  tiny = hf_dir[1].config.audio
+  assert config.data.n_mels == tiny.num_mel_bins
+  assert config.data.chunk_seconds == pytest.approx(2.0)  # max_source_positions 100: 200 frames
+  with pytest.raises(FileNotFoundError, match="neither"):
+    interactive.front_end(str(tmp_path))
+
+
+# The two sweeps below compile a sampler and the rewards (~20 s on 2 busy cores); the default
+# set runs the same helpers through notebooks/evaluate_checkpoint.ipynb (tests/test_notebooks.py).
+@pytest.mark.slow
 def test_evaluate_checkpoint_on_a_hf_folder_writes_the_report(hf_dir, tmp_path):
   config = interactive.get_config("eval_scaling", EVAL_OVERRIDES, arg="num_items=4")
   out = interactive.evaluate_checkpoint(hf_dir[0], config, str(tmp_path / "ev"), name="random")
@@ -66,6 +80,7 @@ def test_evaluate_checkpoint_on_a_hf_folder_writes_the_report(hf_dir, tmp_path):
     assert (tmp_path / "ev" / file).is_file()
 
 
+@pytest.mark.slow
 def test_sample_chains_rows_hold_every_reward_component(hf_dir):
   path, _ = hf_dir
   config = interactive.get_config("eval_scaling", EVAL_OVERRIDES, arg="num_items=4")
