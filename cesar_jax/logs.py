@@ -21,6 +21,7 @@ The file is opened through `etils.epath`, as all workdir I/O is.
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import IO
 
 import jax
@@ -101,12 +102,22 @@ def setup(workdir: str | epath.PathLike, *, verbosity: int | None = None) -> Log
   result = LogFile(path=None, threshold=threshold, _previous_threshold=previous_threshold)
   if flags.FLAGS.logtostderr:  # absl's "console only": keep it
     return result
-  path = epath.Path(workdir) / log_name(jax.process_index(), jax.process_count())
-  path.parent.mkdir(parents=True, exist_ok=True)
-  stream = path.open("a")
   handler = logging.get_absl_handler().python_handler
   handler.flush()
-  result.path, result._stream, result._previous_stream = path, stream, handler.stream
+  previous_stream = handler.stream
+  # Asking for the process index may start the backends, which log at INFO ("Unable to
+  # initialize backend 'tpu'"): hold those records until the file is open.
+  handler.stream = held = io.StringIO()
+  try:
+    path = epath.Path(workdir) / log_name(jax.process_index(), jax.process_count())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = path.open("a")
+  except BaseException:
+    handler.stream = previous_stream
+    previous_stream.write(held.getvalue())
+    raise
+  stream.write(held.getvalue())
+  result.path, result._stream, result._previous_stream = path, stream, previous_stream
   handler.stream = stream
   logging.info("logging to %s; console level %s", path, threshold)
   return result
