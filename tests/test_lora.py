@@ -18,10 +18,17 @@ from cesar_jax.models.audio_lm import TRAINABLE  # noqa: E402
 PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
 
-def _model(seed=0):
+@pytest.fixture(scope="module")
+def base():
+  """The plain tiny model; tests take `nnx.clone`s of it."""
   tok = tok_lib.Tokenizer.builtin()
   cfg = model_store.resolve_model_config({"preset": "tiny", "max_source_positions": 100}, tok)
-  return model_store.init_model(cfg, seed=seed)
+  return model_store.init_model(cfg, seed=0)
+
+
+@nnx.jit
+def _logits(model, ids):
+  return model(ids)
 
 
 def _section(rank=4, alpha=8.0, **kw):
@@ -44,20 +51,18 @@ def _randomize_adapters(model, seed=1):
 
 
 @pytest.fixture(scope="module")
-def adapted():
+def adapted(base):
   """(plain model, the same weights with rank-4 adapters on every decoder projection)."""
-  plain = _model()
-  model = lora.apply(nnx.clone(plain), _section())
-  return plain, model
+  return base, lora.apply(nnx.clone(base), _section())
 
 
-def test_rank_zero_is_the_plain_model_bit_for_bit():
-  model = _model()
+def test_rank_zero_is_the_plain_model_bit_for_bit(base):
+  model = nnx.clone(base)
   ids = _ids(model.config.text.vocab_size)
-  before = np.asarray(model(ids))
+  before = np.asarray(_logits(model, ids))
   same = lora.apply(model, lora.default_config())  # rank 0
   assert same is model and not list(nnx.to_flat_state(lora.adapter_state(same)))
-  np.testing.assert_array_equal(np.asarray(same(ids)), before)
+  np.testing.assert_array_equal(np.asarray(_logits(same, ids)), before)
   assert lora.trainable_filter(lora.default_config()) is TRAINABLE
 
 
@@ -70,18 +75,18 @@ def test_adapters_sit_on_the_decoder_projections_and_start_at_zero(adapted):
              and p[-1] in ("kernel_lora_a", "kernel_lora_b") for p in paths)
   ids = _ids(plain.config.text.vocab_size)
   # B = 0 at init: the adapted model computes exactly the plain one.
-  np.testing.assert_array_equal(np.asarray(model(ids)), np.asarray(plain(ids)))
+  np.testing.assert_array_equal(np.asarray(_logits(model, ids)), np.asarray(_logits(plain, ids)))
 
 
-def test_targets_regex_selects_and_errors_name_it():
-  model = lora.apply(_model(), _section(targets=r"language_model/layers/1/self_attn/(q|v)_proj"))
+def test_targets_regex_selects_and_errors_name_it(base):
+  model = lora.apply(nnx.clone(base), _section(targets=r"language_model/layers/1/self_attn/(q|v)_proj"))
   paths = {p[:-1] for p, _ in nnx.to_flat_state(lora.adapter_state(model))}
   assert paths == {("language_model", "layers", 1, "self_attn", "q_proj"),
                    ("language_model", "layers", 1, "self_attn", "v_proj")}
   with pytest.raises(ValueError, match="'nothing' matches no projection"):
-    lora.apply(_model(), _section(targets="nothing"))
+    lora.apply(nnx.clone(base), _section(targets="nothing"))
   with pytest.raises(NotImplementedError, match="dropout=0.1"):
-    lora.apply(_model(), _section(dropout=0.1))
+    lora.apply(nnx.clone(base), _section(dropout=0.1))
 
 
 def test_the_kv_cache_path_runs_the_adapters(adapted):
@@ -89,14 +94,17 @@ def test_the_kv_cache_path_runs_the_adapters(adapted):
   model = nnx.clone(model)
   _randomize_adapters(model)
   ids = _ids(model.config.text.vocab_size)
-  full = model(ids)
-  logits, _ = model.prefill(ids, jnp.ones_like(ids), model.init_cache(2, 16))
+  full = _logits(model, ids)
+  logits, _ = nnx.jit(lambda m, ids: m.prefill(ids, jnp.ones_like(ids), m.init_cache(2, 16)))(
+      model, ids)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(full[:, -1]), atol=1e-5)
   # ... and the adapters do change it: the reference state (B zeroed) gives the plain logits.
   graphdef, _ = nnx.split(model)
   base = nnx.merge(graphdef, lora.without_adapters(model))
-  assert float(jnp.abs(full - base(ids)).max()) > 1e-2
-  np.testing.assert_allclose(np.asarray(base(ids)), np.asarray(adapted[0](ids)), atol=1e-6)
+  base_logits = _logits(base, ids)
+  assert float(jnp.abs(full - base_logits).max()) > 1e-2
+  np.testing.assert_allclose(np.asarray(base_logits), np.asarray(_logits(adapted[0], ids)),
+                             atol=1e-6)
 
 
 def test_a_training_step_changes_only_the_adapters(adapted):
@@ -128,20 +136,21 @@ def test_a_training_step_changes_only_the_adapters(adapted):
       p for p in old if p[-1] in ("kernel_lora_a", "kernel_lora_b")}
 
 
-def test_merged_export_equals_the_adapted_model(adapted, tmp_path):
+def test_merged_export_equals_the_adapted_model(adapted, base, tmp_path):
   _, model = adapted
   model = nnx.clone(model)
   _randomize_adapters(model)
   ids = _ids(model.config.text.vocab_size)
-  want = np.asarray(model(ids))
+  want = np.asarray(_logits(model, ids))
   merged = lora.merged(model)
   assert not list(nnx.to_flat_state(lora.adapter_state(merged)))
-  np.testing.assert_allclose(np.asarray(merged(ids)), want, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(_logits(merged, ids)), want, atol=1e-5)
   lora.export(model, tmp_path / "export", _section())
-  np.testing.assert_allclose(np.asarray(hf.load(tmp_path / "export")(ids)), want, atol=1e-5)
+  loaded = hf.load(tmp_path / "export")
+  np.testing.assert_allclose(np.asarray(_logits(loaded, ids)), want, atol=1e-5)
   # The adapters alone, loaded onto a fresh copy of the base weights.
-  restored = lora.load_adapters(_model(), tmp_path / "export" / lora.ADAPTERS_DIR)
-  np.testing.assert_allclose(np.asarray(restored(ids)), want, atol=1e-6)
+  restored = lora.load_adapters(nnx.clone(base), tmp_path / "export" / lora.ADAPTERS_DIR)
+  np.testing.assert_allclose(np.asarray(_logits(restored, ids)), want, atol=1e-6)
 
 
 @pytest.mark.slow  # imports torch and transformers (~20 s on 2 busy cores)
@@ -156,5 +165,5 @@ def test_merged_export_in_transformers(adapted, tmp_path):
   hf_model = transformers.Qwen2AudioForConditionalGeneration.from_pretrained(
       tmp_path / "export", attn_implementation="eager").eval()
   with torch.no_grad():
-    got = hf_model(input_ids=torch.as_tensor(np.asarray(ids), dtype=torch.long)).logits.numpy()
-  np.testing.assert_allclose(got, np.asarray(model(ids)), atol=1e-4)
+    got = hf_model(input_ids=torch.tensor(np.asarray(ids), dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(got, np.asarray(_logits(model, ids)), atol=1e-4)
