@@ -34,7 +34,8 @@ setuptools.setup(
         "hf": ["torch==2.13.0", "transformers>=5.0"],
         "test": ["pytest", "pytest-xdist", "hypothesis", "chex", "torch==2.13.0", "transformers>=5.0",
                  # tests/test_notebooks.py executes the notebooks in a Jupyter kernel.
-                 "papermill>=2.6", "nbclient>=0.10", "ipykernel>=6"],
+                 "papermill>=2.6", "nbclient>=0.10", "ipykernel>=6",
+                 "qwix>=0.1.8"],  # cesar_jax/lora.py (tests/test_lora.py skips without it)
         "notebooks": ["jupyter", "ipywidgets"],
     },
 )
