@@ -54,6 +54,7 @@ def default_config() -> ml_collections.ConfigDict:
       alpha=16.0,  # the update is scaled by alpha / rank
       dropout=0.0,  # must be 0 (see the module docstring)
       targets=DEFAULT_TARGETS,  # regex over module paths
+      weight_qtype="",  # QLoRA: quantize the frozen adapted kernels ("int8", "nf4", ...; "" = no)
   ))
 
 
@@ -90,6 +91,8 @@ def apply(model: AudioLM, section: Any, *, seed: int = 0) -> AudioLM:
   """Adds fresh adapters to the matched projections of `model` (in place); returns it.
 
   Rank 0 returns `model` untouched. The adapters take the dtype of the weight they adapt.
+  With `weight_qtype` (QLoRA) qwix replaces each adapted kernel by its quantized form
+  (`kernel/array/{qvalue,scale}`, frozen) and computes with it, the KV-cache path included.
   """
   import qwix  # pylint: disable=g-import-not-at-top
 
@@ -97,6 +100,7 @@ def apply(model: AudioLM, section: Any, *, seed: int = 0) -> AudioLM:
   if not enabled(section):
     return model
   rank, alpha, targets = int(section["rank"]), float(section["alpha"]), str(section["targets"])
+  qtype = str(section.get("weight_qtype", "") or "") or None
   inputs = _example_inputs(model)
   layers = model.language_model.layers
   matched = []
@@ -107,8 +111,9 @@ def apply(model: AudioLM, section: Any, *, seed: int = 0) -> AudioLM:
     hits = [p for p in paths if re.fullmatch(targets, prefix + p)]
     if not hits:
       continue
-    provider = qwix.LoraProvider(module_path="|".join(re.escape(p) for p in hits), rank=rank,
-                                 alpha=alpha)
+    provider = qwix.LoraProvider([qwix.LoraRule(
+        module_path="|".join(re.escape(p) for p in hits), rank=rank, alpha=alpha,
+        weight_qtype=qtype)])
     adapted = qwix.apply_lora_to_model(layers[i], provider, *inputs, rngs=nnx.Rngs(seed + i))
     setattr(adapted, _SCALE_ATTR, alpha / rank)
     layers[i] = adapted
@@ -128,12 +133,21 @@ def _flat(state: nnx.State) -> dict[tuple, Any]:
   return {tuple(p): v for p, v in nnx.to_flat_state(state)}
 
 
+def _module(model: nnx.Module, path: tuple) -> nnx.Module:
+  for key in path:
+    model = model[key] if isinstance(key, int) else getattr(model, key)
+  return model
+
+
 def merged(model: AudioLM) -> AudioLM:
   """A plain AudioLM (no adapters) with `W + A @ B * alpha / rank` in each adapted kernel.
 
   Its logits equal the adapted model's (up to float rounding); `hf.save` writes it as a
-  Hugging Face checkpoint. Sums in float32, then casts to the kernel's dtype.
+  Hugging Face checkpoint. Sums in float32, then casts to the kernel's dtype. With QLoRA the
+  base kernel is the dequantized one (what the adapted model computed with).
   """
+  import qwix  # pylint: disable=g-import-not-at-top
+
   values = _flat(nnx.state(model, nnx.Param))
   scales = {}
   for i, layer in enumerate(model.language_model.layers):
@@ -142,13 +156,16 @@ def merged(model: AudioLM) -> AudioLM:
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AudioLM(model.config, rngs=nnx.Rngs(0))))
   out = {}
   for path, var in _flat(abstract).items():
-    value = values[path]
     a, b = values.get(path[:-1] + ("kernel_lora_a",)), values.get(path[:-1] + ("kernel_lora_b",))
-    if path[-1] == "kernel" and a is not None:
-      scale = scales[path[:3]]
+    if path in values:
+      value = values[path]
       w = value[...]
+    else:  # QLoRA: the kernel is a qwix QArray; merge onto its dequantized value
+      w = qwix.dequantize(_module(model, path[:-1]).kernel.array).astype(var.value.dtype)
+      value = var.replace(value=w)
+    if path[-1] == "kernel" and a is not None:
       delta = jnp.asarray(a[...], jnp.float32) @ jnp.asarray(b[...], jnp.float32)
-      value = var.replace(value=(w.astype(jnp.float32) + scale * delta.reshape(w.shape)
+      value = var.replace(value=(w.astype(jnp.float32) + scales[path[:3]] * delta.reshape(w.shape)
                                  ).astype(w.dtype))
     out[path] = value
   return nnx.merge(graphdef, nnx.from_flat_state(out))
@@ -175,7 +192,7 @@ def save_adapters(model: AudioLM, path: str | pathlib.Path, section: Any) -> pat
     raise ValueError("save_adapters: the model has no adapters (lora.apply with rank > 0 first)")
   save_file(tensors, str(path / ADAPTERS_FILE))
   (path / ADAPTERS_CONFIG).write_text(json.dumps(
-      {k: section[k] for k in ("rank", "alpha", "dropout", "targets")}, indent=2) + "\n")
+      {k: section.get(k, default_config()[k]) for k in default_config()}, indent=2) + "\n")
   return path
 
 

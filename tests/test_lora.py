@@ -167,3 +167,25 @@ def test_merged_export_in_transformers(adapted, tmp_path):
   with torch.no_grad():
     got = hf_model(input_ids=torch.tensor(np.asarray(ids), dtype=torch.long)).logits.numpy()
   np.testing.assert_allclose(got, np.asarray(_logits(model, ids)), atol=1e-4)
+
+
+def test_qlora_int8_base_runs_every_path_and_merges(base, tmp_path):
+  model = lora.apply(nnx.clone(base), _section(weight_qtype="int8"))
+  flat = dict(nnx.to_flat_state(nnx.state(model)))
+  q_proj = ("language_model", "layers", 0, "self_attn", "q_proj")
+  assert flat[q_proj + ("kernel", "array", "qvalue")][...].dtype == jnp.int8
+  assert q_proj + ("kernel",) not in flat  # the float kernel is gone: the base is int8
+  assert (("audio_tower", "layers", 0, "self_attn", "q_proj", "kernel") in flat)  # not adapted
+  _randomize_adapters(model)
+  ids = _ids(model.config.text.vocab_size)
+  full = _logits(model, ids)
+  logits, _ = nnx.jit(lambda m, ids: m.prefill(ids, jnp.ones_like(ids), m.init_cache(2, 16)))(
+      model, ids)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(full[:, -1]), atol=1e-5)
+  trainable = {p for p, _ in nnx.to_flat_state(nnx.state(model, lora.trainable_filter(
+      _section())))}
+  assert trainable and all(p[-1] in ("kernel_lora_a", "kernel_lora_b") for p in trainable)
+  # The merged (dequantized + adapter) export computes what the QLoRA model computes.
+  lora.export(model, tmp_path / "export", _section(weight_qtype="int8"))
+  np.testing.assert_allclose(np.asarray(_logits(hf.load(tmp_path / "export"), ids)),
+                             np.asarray(full), atol=1e-4)
