@@ -27,13 +27,16 @@ setuptools.setup(
         "soxr",
         "tensorboardX",
         "matplotlib",
+        "qwix>=0.1.8",  # LoRA adapters (cesar_jax/lora.py)
     ],
     extras_require={
         # torch/transformers are only used to prove parity and to benchmark against.
         # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
         "hf": ["torch==2.13.0", "transformers>=5.0"],
         "test": ["pytest", "pytest-xdist", "hypothesis", "chex", "torch==2.13.0", "transformers>=5.0",
-                 "fsspec"],
+                 "fsspec",
+                 # tests/test_notebooks.py executes the notebooks in a Jupyter kernel.
+                 "papermill>=2.6", "nbclient>=0.10", "ipykernel>=6"],
         # TPU VMs: cloud workdirs (gs://, read and written through etils.epath -> fsspec).
         "tpu": ["gcsfs"],
         "notebooks": ["jupyter", "ipywidgets"],

@@ -14,6 +14,7 @@ import jax
 from ml_collections import config_flags
 
 from cesar_jax import config as config_lib
+from cesar_jax import logs
 from cesar_jax.parallel import distributed
 
 # Each job is `run(config, workdir)`, imported only when chosen.
@@ -43,6 +44,7 @@ def main(argv):
   distributed.initialize()
   config = _CONFIG.value
   workdir = str(config_lib.workdir_path(_WORKDIR.value))  # a gs:// URI stays one
+  logs.setup(workdir)  # absl/orbax INFO -> WORKDIR/log.txt; the console keeps WARNING+ (see logs.py)
   job = resolve_job(config.job)
   if jax.process_index() == 0:
     config_lib.save(config, workdir)

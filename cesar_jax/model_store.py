@@ -36,6 +36,7 @@ from etils import epath
 from flax import nnx
 
 from cesar_jax import config as config_lib
+from cesar_jax import lora as lora_lib
 from cesar_jax import tokenizers as tok_lib
 from cesar_jax.models import config as model_config_lib
 from cesar_jax.models.audio_lm import AudioLM
@@ -177,10 +178,12 @@ def abstract_model(cfg: model_config_lib.AudioLMConfig,
 
 
 def restore_params(workdir: str | os.PathLike, graphdef: nnx.GraphDef, abstract_state: nnx.State,
-                   step: int | None = None) -> tuple[AudioLM, int, dict[str, Any]]:
+                   step: int | None = None, rest: nnx.State | None = None
+                   ) -> tuple[AudioLM, int, dict[str, Any]]:
   """The `params` of a run's checkpoint (latest finalized one by default).
 
   Only the parameters are read (orbax partial restore): the optimizer state stays on disk.
+  `rest`: the model's variables the checkpoint does not hold (a LoRA run's frozen base).
   Returns (model, step, the checkpoint's metadata: the run's config as a dict).
   """
   directory = epath.Path(workdir) / CHECKPOINT_DIR
@@ -207,7 +210,8 @@ def restore_params(workdir: str | os.PathLike, graphdef: nnx.GraphDef, abstract_
   finally:
     manager.close()
   params = restored["state"]["params"]
-  return nnx.merge(graphdef, params), int(step), dict(restored["metadata"] or {})
+  model = nnx.merge(graphdef, params) if rest is None else nnx.merge(graphdef, params, rest)
+  return model, int(step), dict(restored["metadata"] or {})
 
 
 def restore_model(workdir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
@@ -223,13 +227,50 @@ def restore_model(workdir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None 
     (model, config): the AudioLM with the checkpoint's parameters and the run's config
     (`config.json`, else the one stored with the checkpoint).
   """
-  cfg = read_model_config(workdir)
-  graphdef, abstract_state = abstract_model(cfg, mesh)
-  model, step, metadata = restore_params(workdir, graphdef, abstract_state, step)
+  run_config = (config_lib.load(workdir) if (epath.Path(workdir) / "config.json").is_file()
+                else None)
+  if run_config is not None and lora_lib.enabled(run_config.get("lora")):
+    # A LoRA run checkpoints its adapters only: rebuild its base, then read the adapters.
+    base = load_policy(run_config.init_from, run_config.model, mesh,
+                       tokenizer=load_tokenizer("", workdir), seed=int(run_config.seed))
+    add_adapters(base, run_config.lora, mesh, seed=int(run_config.seed),
+                 master=jnp.dtype(run_config.model.get("param_dtype", "float32")))
+    graphdef, state = nnx.split(base)
+    adapters, rest = nnx.split_state(state, nnx.LoRAParam, ...)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                            adapters)
+    model, step, metadata = restore_params(workdir, graphdef, abstract, step, rest=rest)
+  else:
+    cfg = read_model_config(workdir)
+    graphdef, abstract_state = abstract_model(cfg, mesh)
+    model, step, metadata = restore_params(workdir, graphdef, abstract_state, step)
   logging.info("restored the model of %s at step %d", workdir, step)
-  if (epath.Path(workdir) / "config.json").is_file():
-    return model, config_lib.load(workdir)
+  if run_config is not None:
+    return model, run_config
   return model, ml_collections.ConfigDict(metadata)
+
+
+def add_adapters(model: AudioLM, section: Mapping[str, Any], mesh: jax.sharding.Mesh | None, *,
+                 seed: int, master) -> AudioLM:
+  """LoRA on `model` (in place; `cesar_jax.lora`): the base frozen in the compute dtype (no
+  master copy of weights that never change), adapters in the `master` dtype (the optimizer's).
+  A model that already has adapters (a LoRA run's) keeps them."""
+  from cesar_jax.rl import train_step  # pylint: disable=g-import-not-at-top
+  compute = model.config.compute_dtype
+  base = nnx.state(model, nnx.All(nnx.Param, nnx.Not(nnx.LoRAParam)))
+  nnx.update(model, _place(train_step.cast_floating(base, compute), mesh))
+  model.config = model.config.replace(param_dtype=compute.name)
+  if not nnx.state(model, nnx.LoRAParam):
+    lora_lib.apply(model, section, seed=seed)
+  adapters = nnx.state(model, nnx.LoRAParam)
+  nnx.update(model, _place(train_step.cast_floating(adapters, master), mesh))
+  return model
+
+
+def _place(state: nnx.State, mesh: jax.sharding.Mesh | None) -> nnx.State:
+  if mesh is None:
+    return state
+  return jax.device_put(state, mesh_lib.state_shardings(state, mesh))
 
 
 def load_policy(init_from: str, model_section: Mapping[str, Any],

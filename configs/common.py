@@ -14,6 +14,7 @@ changes, one flat line each. Sections (all locked: an unknown key is an error na
   grpo       advantage estimator, loss aggregation, beta, clip epsilons, mu, grad accumulation
   optim      cesar_jax.rl.optim.default_config() (AdamW, warmup + cosine, clipping)
   sft        the SFT job's own steps, lr, batch and target length
+  lora       LoRA adapters (cesar_jax.lora.default_config(): rank 0 = off)
   debug      fault injection for the robustness tests (off by default)
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from cesar_jax import lora
 from cesar_jax import rewards
 from cesar_jax.rl import optim
 
@@ -126,6 +128,7 @@ def base(*, job: str = "grpo", steps: int = 100, reward_preset: str = "cesar",
   config.grpo = grpo()
   config.optim = optimizer(steps)
   config.sft = sft()
+  config.lora = lora.default_config()  # rank 0: full fine-tuning; > 0: only adapters train
   config.debug = ml_collections.ConfigDict(dict(
       nan_steps=(),  # GRPO steps whose loss is made NaN (tests the non-finite skip)
   ))

@@ -1,9 +1,13 @@
 """What the `sft` and `grpo` jobs share: mesh, data, the train state, and the resumable loop.
 
 The train state is a plain pytree `{"params": nnx.State, "opt_state": optax state}`: `params`
-holds every variable of the model (`nnx.split`), the optimizer only its trainable part
-(`models.TRAINABLE`: HF's trainable set). It is what the orbax checkpoints hold, sharded by the
-rule table of `parallel/mesh.py` (the optimizer moments carry their parameter's logical axes).
+holds every variable of the model (`nnx.split`), the optimizer only its trainable part: HF's
+trainable set (`models.TRAINABLE`), or, when the model carries LoRA adapters (`config.lora`,
+cesar_jax/lora.py), the adapters alone (`trainable_filter`: the model decides, no flag). The
+orbax checkpoints hold the train state, sharded by the rule table of `parallel/mesh.py` (the
+optimizer moments carry their parameter's logical axes); with adapters they hold only the
+adapters and their optimizer state (`checkpoint_view`), the frozen base being the run's
+`init_from`.
 
 `train_loop` is the loop both jobs run:
 
@@ -39,6 +43,7 @@ from cesar_jax.checkpoints import manager as manager_lib
 from cesar_jax.data import pipeline
 from cesar_jax.data import records
 from cesar_jax import metrics as metrics_lib
+from cesar_jax import lora as lora_lib
 from cesar_jax import model_store
 from cesar_jax.models.audio_lm import TRAINABLE
 from cesar_jax.parallel import mesh as mesh_lib
@@ -87,9 +92,36 @@ def batch_shardings(tree: Any, mesh: Mesh) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
+def has_adapters(params: nnx.State) -> bool:
+  """Whether the state holds LoRA adapters (`nnx.LoRAParam`; static under jit)."""
+  return any(isinstance(v, nnx.LoRAParam) for v in jax.tree.leaves(
+      params, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+
+def trainable_filter(params: nnx.State):
+  """What the optimizer trains: the adapters if there are any, else `models.TRAINABLE`."""
+  return nnx.LoRAParam if has_adapters(params) else TRAINABLE
+
+
 def split_trainable(params: nnx.State) -> tuple[nnx.State, nnx.State]:
-  """(trainable, frozen) parts of the model state (`models.TRAINABLE`)."""
-  return nnx.split_state(params, TRAINABLE, ...)
+  """(trainable, frozen) parts of the model state (see `trainable_filter`)."""
+  return nnx.split_state(params, trainable_filter(params), ...)
+
+
+def checkpoint_view(state: TrainState) -> TrainState:
+  """What a checkpoint holds: the whole state, or with adapters only the adapters (and their
+  optimizer state): the frozen base is not written again at every save."""
+  if not has_adapters(state["params"]):
+    return state
+  return {"params": split_trainable(state["params"])[0], "opt_state": state["opt_state"]}
+
+
+def from_checkpoint_view(view: TrainState, state: TrainState) -> TrainState:
+  """The train state from a restored `checkpoint_view` and the current (template) state."""
+  if not has_adapters(state["params"]):
+    return view
+  _, frozen = split_trainable(state["params"])
+  return {"params": merge_trainable(view["params"], frozen), "opt_state": view["opt_state"]}
 
 
 def merge_trainable(trainable: nnx.State, frozen: nnx.State) -> nnx.State:
@@ -335,9 +367,9 @@ def train_loop(*, workdir: str, state: TrainState, iterator, step_fn: StepFn, to
                                        save_interval_steps=int(config.checkpoint_every))
   base_key = jax.random.key(int(config.seed))
   start = 0
-  restored = ckpt.restore(state)
+  restored = ckpt.restore(checkpoint_view(state))
   if restored is not None:  # checkpoint `s` is saved after step s
-    state, start = restored.state, restored.step + 1
+    state, start = from_checkpoint_view(restored.state, state), restored.step + 1
     if restored.rng is not None:
       base_key = restored.rng
     if restored.data_state is not None:
@@ -358,7 +390,7 @@ def train_loop(*, workdir: str, state: TrainState, iterator, step_fn: StepFn, to
         optim.check_consecutive_skips(int(values.get("optim/consecutive_skips", 0)),
                                       config.optim, step)
         stop = guard.should_stop()
-        ckpt.save(step, state, rng=base_key, data_state=iterator.get_state(),
+        ckpt.save(step, checkpoint_view(state), rng=base_key, data_state=iterator.get_state(),
                   metadata=metadata, force=stop or step == total_steps - 1)
         if stop:
           logging.warning("stopped by a signal after step %d; checkpoint saved", step)
@@ -397,13 +429,20 @@ def check_batch_layout(mesh: Mesh, *, prompts: int, samples: int, grad_accum_ste
 def start_policy(config: ml_collections.ConfigDict, workdir: str):
   """A run's mesh, tokenizer and starting policy (split), with the run files written.
 
-  Returns (mesh, tokenizer, graphdef, params, model_config); shared by the `sft` and `grpo`
-  jobs. Parameter dims the mesh cannot split (replicated instead) are logged once here.
+  With `config.lora.rank > 0` the base loads in the compute dtype (it is frozen: no master
+  copy) and fresh adapters are added in the master dtype (`model.param_dtype`), unless the
+  starting point is a run that already has adapters. Returns (mesh, tokenizer, graphdef,
+  params, model_config); shared by the `sft` and `grpo` jobs. Parameter dims the mesh cannot
+  split (replicated instead) are logged once here.
   """
   mesh = make_mesh(config.mesh)
   tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
+  section = config.get("lora")
   model = model_store.load_policy(config.init_from, config.model, mesh, tokenizer=tokenizer,
                                   seed=int(config.seed))
+  if lora_lib.enabled(section):
+    model_store.add_adapters(model, section, mesh, seed=int(config.seed),
+                             master=jnp.dtype(config.model.get("param_dtype", "float32")))
   model_store.write_run_files(workdir, model.config, tokenizer)
   check_features(config.data, model.config)
   graphdef, params = nnx.split(model)

@@ -167,7 +167,10 @@ class GrpoUpdate:
     key = ref_params is not None
     if key not in self._fns:
       rep = train_lib.replicated(self.mesh)
-      ref_sh = None if ref_params is None else self._state_shardings["params"]
+      # The reference is the policy's trainable part at the start (its frozen part is the
+      # policy's own): a full copy for full fine-tuning, the fresh adapters with LoRA.
+      ref_sh = None if ref_params is None else train_lib.split_trainable(
+          self._state_shardings["params"])[0]
       self._fns[key] = jax.jit(
           self._step,
           in_shardings=(self._state_shardings, train_lib.batch_shardings(rollouts, self.mesh),
@@ -197,7 +200,7 @@ class GrpoUpdate:
       entropy = jax.lax.stop_gradient(grpo.token_entropy(logits, cfg.temperature))
     ref_logp = None
     if ref_params is not None:
-      ref_model = nnx.merge(self.graphdef, ref_params)
+      ref_model = nnx.merge(self.graphdef, ref_params, frozen)
       ref_logits = completion_logits(ref_model, mb["prompt_ids"], mb["prompt_mask"],
                                      mb["input_features"], mb["feature_mask"], mb["completions"],
                                      mb["completion_mask"], cfg.num_samples)

@@ -176,13 +176,15 @@ class GrpoTrainer:
         self.mesh, prompts=int(config.data.batch_size), samples=self.step_config.num_samples,
         grad_accum_steps=self.step_config.grad_accum_steps, prefix=("data", "sampling", "grpo"))
     self.compute_dtype = model_config.dtype
-    # The reference policy is the initial one, in the compute dtype (a copy: the train state
-    # is donated).
+    # The reference policy is the initial one: a copy of its trainable part in the compute
+    # dtype (the train state is donated), merged with the policy's frozen part in the update.
+    # With LoRA that is the fresh adapters (B = 0: the base model), not a second base.
     self.ref_params = None
     if self.step_config.loss.beta > 0:
       self.ref_params = jax.tree.map(
           lambda x: jnp.array(x, dtype=self.compute_dtype if jnp.issubdtype(
-              x.dtype, jnp.floating) else x.dtype, copy=True), params)
+              x.dtype, jnp.floating) else x.dtype, copy=True),
+          train_lib.split_trainable(params)[0])
     self.tx = optim.make_optimizer(config.optim)
     self.state, shardings = train_lib.init_train_state(params, self.tx, self.mesh)
     self._param_shardings = shardings["params"]

@@ -83,3 +83,14 @@ def test_sigterm_saves_exits_cleanly_and_resumes(tmp_path):
   assert max(R.finalized_steps(workdir)) == stopped  # saved at the step it stopped after
   R.run(workdir, R.grpo_arg(), *R.GRPO_OVERRIDES)
   R.assert_same_metrics(R.metrics(workdir), want)
+
+
+def test_lora_grpo_reward_rises(tmp_path):
+  """GRPO with rank-8 adapters (the base frozen) from the same SFT run learns the format too."""
+  workdir = tmp_path / "lora_grpo"
+  R.run(workdir, f"init_from={R.sft_workdir()}", "--config.lora.rank=8",
+        "--config.lora.alpha=16.0", "--config.optim.lr=1e-2")
+  grpo = R.metrics(workdir)
+  before = np.mean([m["reward/total"] for m in grpo[:2]])
+  after = np.mean([m["reward/total"] for m in grpo[-4:]])
+  assert after > before + 0.2, (before, after)

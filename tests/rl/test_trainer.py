@@ -208,7 +208,7 @@ def test_several_updates_per_batch_use_old_logp_and_the_reference(mesh, policy):
   graphdef, state, update = _update_fn(
       mesh, policy, tx=("adamw", 1e-2), mu=2,
       loss=grpo.LossConfig(beta=0.1, epsilon_low=0.01, epsilon_high=0.01))
-  ref = _copy(state["params"])
+  ref = train_lib.split_trainable(_copy(state["params"]))[0]
   r = _rollouts(advantages=np.array([1, -1] * B, np.float32))
   old = grpo.token_log_probs(_logits(graphdef, state["params"], r), r.completions)
   r = r.replace(old_logp=np.asarray(old))
