@@ -10,7 +10,7 @@ WORKDIR ?= runs/demo
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all setup espeak clean
+.PHONY: demo test test-all bench setup espeak clean
 
 setup: $(STAMP) espeak
 
@@ -36,5 +36,20 @@ test: setup
 test-all: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Side-by-side GRPO step: cesar_jax vs TRL and Tunix, each peer in its own virtualenv.
+BENCH := .bench
+$(BENCH)/trl/.installed:
+	test -x $(BENCH)/trl/bin/python || $(PYTHON) -m venv $(BENCH)/trl
+	$(BENCH)/trl/bin/pip install -q torch==2.13.0 transformers safetensors trl datasets tokenizers
+	touch $@
+$(BENCH)/tunix/.installed:
+	test -x $(BENCH)/tunix/bin/python || $(PYTHON) -m venv $(BENCH)/tunix
+	$(BENCH)/tunix/bin/pip install -q "jax[cpu]==$$($(PY) -c 'import jax; print(jax.__version__)')" \
+	  "flax==$$($(PY) -c 'import flax; print(flax.__version__)')" google-tunix
+	touch $@
+
+bench: setup $(BENCH)/trl/.installed $(BENCH)/tunix/.installed
+	$(PY) benchmarks/grpo_step.py --json $(BENCH)/grpo_step.json
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) $(BENCH) runs .pytest_cache .hypothesis
