@@ -186,7 +186,7 @@ def restore_params(workdir: str | os.PathLike, graphdef: nnx.GraphDef, abstract_
   `rest`: the model's variables the checkpoint does not hold (a LoRA run's frozen base).
   Returns (model, step, the checkpoint's metadata: the run's config as a dict).
   """
-  directory = epath.Path(workdir) / CHECKPOINT_DIR
+  directory = config_lib.workdir_path(workdir) / CHECKPOINT_DIR  # absolute, or a URI
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       create=False, read_only=True))
   try:

@@ -67,7 +67,7 @@ def _outputs(nb: dict) -> tuple[str, int]:
 
 
 def test_every_notebook_has_a_test_and_opens_with_a_colab_cell():
-  assert NOTEBOOKS == ["evaluate_checkpoint.ipynb", "quickstart.ipynb",
+  assert NOTEBOOKS == ["evaluate_checkpoint.ipynb", "lora_7b.ipynb", "quickstart.ipynb",
                        "train_and_compare.ipynb"]
   for name in NOTEBOOKS:
     cells = json.loads((NOTEBOOK_DIR / name).read_text())["cells"]
@@ -113,3 +113,34 @@ def test_evaluate_checkpoint_on_a_hf_folder(tmp_path):
   assert report["models"]["hf_tiny"]["budgets"] == [0, 8]
   assert images == len(report["figures"]) >= 2
   assert text.count("think tokens, correct") == 8  # 4 items x 2 chains (the sweep's shapes)
+
+
+# The 7B LoRA recipe shrunk to a tiny random checkpoint: 2 GRPO steps on 1 prompt x 2 samples.
+LORA_OVERRIDES = {
+    "data.question_types": ["count_beeps"], "data.synthetic.clip_seconds": 2.0,
+    "data.num_examples": 8, "data.buckets": [192], "data.batch_size": 1, "data.worker_count": 0,
+    "sampling.num_samples": 2, "sampling.max_new_tokens": 16, "grpo.grad_accum_steps": 1,
+    "lora.rank": 4, "lora.alpha": 8.0, "optim.warmup_steps": 1, "model.dtype": "float32",
+    "log_every": 1, "checkpoint_every": 1,
+}
+
+
+def test_lora_7b_on_a_tiny_random_checkpoint(tmp_path):
+  from cesar_jax import model_store
+  from cesar_jax import tokenizers as tok_lib
+  from cesar_jax.checkpoints import hf
+  tok = tok_lib.Tokenizer.builtin()
+  cfg = model_store.resolve_model_config({"preset": "tiny", "max_source_positions": 100}, tok)
+  ckpt = tmp_path / "hf_tiny"
+  hf.save(model_store.init_model(cfg, seed=0), ckpt)
+  (ckpt / "tokenizer.json").write_text(tok.backend.to_str(pretty=False))
+  nb = _execute("lora_7b.ipynb", tmp_path, checkpoint=str(ckpt), workdir="run", steps=2,
+                overrides=LORA_OVERRIDES, export_dir="export")
+  text, images = _outputs(nb)
+  assert "LoRA rank 4, alpha 8.0" in text and "2 steps; reward/total" in text and images == 1
+  assert "adapters: " in text and "%)" in text
+  assert (tmp_path / "export" / "config.json").is_file()
+  assert (tmp_path / "export" / "adapters" / "adapters.safetensors").is_file()
+  # The run checkpointed the adapters alone.
+  meta = json.loads((tmp_path / "run" / "checkpoints" / "1" / "state" / "_METADATA").read_text())
+  assert all("lora" in k for k in meta["tree_metadata"] if k.startswith("('params'"))

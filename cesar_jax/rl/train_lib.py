@@ -39,6 +39,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cesar_jax import config as config_lib
 from cesar_jax.checkpoints import manager as manager_lib
 from cesar_jax.data import pipeline
 from cesar_jax.data import records
@@ -363,6 +364,7 @@ def train_loop(*, workdir: str, state: TrainState, iterator, step_fn: StepFn, to
   log_every, checkpoint_every, keep_checkpoints and the optim section, and is the checkpoint's
   metadata.
   """
+  workdir = str(config_lib.workdir_path(workdir))  # orbax wants an absolute path or a URI
   ckpt = manager_lib.CheckpointManager(workdir, max_to_keep=int(config.keep_checkpoints),
                                        save_interval_steps=int(config.checkpoint_every))
   base_key = jax.random.key(int(config.seed))
