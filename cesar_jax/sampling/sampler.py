@@ -288,6 +288,40 @@ def sample(model: nnx.Module, prompts: Mapping[str, Any] | batching.PromptBatch,
   """
   graphdef, params = nnx.split(model)
   sampler = _cached_sampler(graphdef, config, mesh)
-  out = sampler.generate(params, prompts, num_samples=num_samples, budgets=budgets, key=key,
-                         **control_kwargs)
-  return out.to_numpy()
+  control_kwargs["budgets"] = budgets
+  prompts, control_kwargs, real = _pad_to_mesh(prompts, num_samples, control_kwargs, mesh)
+  out = sampler.generate(params, prompts, num_samples=num_samples, key=key, **control_kwargs)
+  out = out.to_numpy()
+  if real is None:
+    return out
+  return jax.tree.map(lambda x: x[:real * num_samples], out)
+
+
+def _pad_to_mesh(prompts, num_samples: int, controls: dict[str, Any], mesh: Mesh | None):
+  """The notebook API's batches pad up to what the mesh splits (the training jobs' batches
+  must divide instead: `mesh.check_batch`): this process's B prompts grow to a multiple of
+  its share of the batch shards by repeating the last one, and so do per-prompt [B] and per-row
+  [B * G] controls. Returns (prompts, controls, B or None when nothing was padded)."""
+  if mesh is None or isinstance(prompts, batching.PromptBatch):
+    return prompts, controls, None
+  share = max(1, mesh_lib.batch_shards(mesh) // jax.process_count())
+  ids = prompts["input_ids"]
+  b = len(ids) if isinstance(ids, (list, tuple)) else np.shape(ids)[0]
+  extra = (-b) % share
+  if not extra:
+    return prompts, controls, None
+
+  def grow(x, rows):
+    if isinstance(x, (list, tuple)):
+      return list(x) + [x[-1]] * rows
+    x = np.asarray(jax.device_get(x))
+    return np.concatenate([x, np.repeat(x[-1:], rows, axis=0)], axis=0)
+
+  prompts = {k: (grow(v, extra) if v is not None else None) for k, v in prompts.items()}
+  out = {}
+  for k, v in controls.items():
+    if v is not None and not isinstance(v, (str, bytes)) and np.ndim(v) == 1 and \
+        len(v) in (b, b * num_samples):
+      v = grow(np.asarray(v), extra if len(v) == b else extra * num_samples)
+    out[k] = v
+  return prompts, out, b

@@ -40,3 +40,20 @@ def test_mesh_2x2x2_matches_one_device():
   count = sharded.compile_count
   sharded.generate(params, prompts, **dict(kw, temperature=0.7, budgets=[2, 2, 2, 2]))
   assert sharded.compile_count == count
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (forced host) devices")
+def test_the_notebook_api_pads_a_batch_the_mesh_does_not_split():
+  """`sample` on 8 devices with 3 prompts: padded to 8 inside, the 3 prompts' rows come back,
+  equal to the unsharded call (greedy), with per-prompt budgets padded alongside."""
+  model, cfg = F.random_model(), F.sampler_config()
+  mesh = mesh_lib.make_mesh((1, -1, 1))
+  three = F.prompts([2, 7, 4], feature_lengths=[32, 20, 26], seed=4)
+  kwargs = dict(num_samples=2, budgets=[0, 2, 5], config=cfg, greedy=True)
+  got = sampler_lib.sample(model, three, mesh=mesh, **kwargs)
+  want = sampler_lib.sample(model, three, **kwargs)
+  assert got.tokens.shape[0] == 6
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_array_equal(got.think_lengths, want.think_lengths)
+  with pytest.raises(ValueError, match="does not split over the mesh"):
+    sampler_lib.Sampler.for_model(model, cfg, mesh).generate(nnx.state(model), three)
