@@ -160,7 +160,7 @@ class GrpoTrainer:
       prompts = self._prompts(batch)
       examples = _examples(batch, self.think_budget)
     with timer("sampling"):
-      forced = cfg.sampling.budget_mode == "forced" and self.think_budget is not None
+      forced = cfg.sampling.budget_mode in ("forced", "extend") and self.think_budget is not None
       samples = self.sampler.generate(
           state["params"], prompts, num_samples=g, key=jax.random.fold_in(key, 0),
           budgets=self.think_budget if forced else None)
