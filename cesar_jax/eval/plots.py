@@ -74,6 +74,34 @@ def plot_scaling_curves(
   return _save(fig, path)
 
 
+def plot_accuracy_vs_tokens(
+    curves_by_protocol: Mapping[str, Mapping[str, Any]],
+    path: str | os.PathLike[str] | None = None,
+    title: str = "Accuracy vs think tokens actually used",
+) -> Figure:
+  """Accuracy against the mean think tokens used at each budget (Gema et al.'s x-axis): one
+  color per model, one line style per protocol, 95% intervals as error bars."""
+  fig = Figure(figsize=(7.5, 4.8))
+  ax = fig.add_subplot()
+  names = list(dict.fromkeys(n for pc in curves_by_protocol.values() for n in pc))
+  colors = dict(zip(names, _colors(len(names))))
+  styles = ["-", "--", ":", "-."]
+  for (protocol, pc), style in zip(curves_by_protocol.items(), styles * 4):
+    for name, curve in pc.items():
+      x = np.asarray(_get(curve, "mean_think_tokens"), float)
+      y = np.asarray(_get(curve, "accuracy"), float)
+      err = np.stack([y - np.asarray(_get(curve, "ci_low"), float),
+                      np.asarray(_get(curve, "ci_high"), float) - y]).clip(min=0)
+      ax.errorbar(x, y, yerr=err, fmt="o" + style, color=colors[name], lw=1.6, ms=3, capsize=2,
+                  alpha=0.9, label=f"{name} ({protocol})")
+  ax.set_xlabel("mean think tokens used")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="best", ncol=2)
+  return _save(fig, path)
+
+
 def plot_slopes(
     curves: Mapping[str, Any],
     path: str | os.PathLike[str] | None = None,

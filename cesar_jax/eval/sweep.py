@@ -1,16 +1,21 @@
 """The test-time scaling sweep: sample every item under every think budget, score, summarise.
 
-One sampler call per chunk of items covers all budgets and all K samples of those items:
+Protocols (`SweepConfig.protocols`, any of):
 
-* forced mode: the prompt does not depend on the budget, so each item is prefilled once and
-  its `len(budgets) * K` rows carry their own budget (the sampler enforces it);
-* prompted mode: the budget is in the prompt ("less than N words"), so each (item, budget) is
-  a prompt of its own, with K rows each, and the sampler never intervenes.
+* `cap` (the sampler's "forced" mode, CESAR's L_max): `<think>` is closed at the budget;
+* `extend` (s1's budget forcing): the cap, and an early `</think>` is replaced by the
+  continuation ("Wait") until the budget, so the model thinks exactly L tokens;
+* `prompted`: the budget is in the prompt ("less than N words"); the sampler never intervenes.
+
+One sampler call per chunk of items covers all budgets, all K samples and both sampler-side
+protocols of those items, plus `natural_samples` unconstrained rows (budget -1, protocol
+"natural", the models' natural think length): the prompt does not depend on the budget, so
+each item is prefilled once and its rows carry their own budget and mode (traced, per row).
+Prompted mode needs one prompt per (item, budget), with K rows each.
 
 Each completion is scored with the benchmarks' official `string_match` (an option letter is
 resolved first), and, where the item has ground-truth events (the synthetic set), its think
-part is checked for perception (`eval/perception.py`). `natural` sampling (Gema et al.) draws K
-unconstrained samples per item for the accuracy-per-length-rank curve.
+part is checked for perception (`eval/perception.py`).
 """
 
 from __future__ import annotations
@@ -29,12 +34,34 @@ from cesar_jax.sampling import sampler as sampler_lib
 from cesar_jax.tokenizers import Tokenizer
 
 
+PROTOCOLS = ("cap", "extend", "prompted")
+_ALIASES = {"forced": "cap"}  # the sampler's name for the cap
+NATURAL = "natural"  # the protocol name of unconstrained rows
+
+
+def protocol_names(names) -> tuple[str, ...]:
+  """Protocol names with the sampler's "forced" read as "cap"; unknown names are errors."""
+  names = (names,) if isinstance(names, str) else tuple(names)
+  out = tuple(_ALIASES.get(n, n) for n in names)
+  unknown = [n for n in out if n not in PROTOCOLS]
+  if unknown or not out or len(set(out)) != len(out):
+    raise ValueError(f"sweep protocols {names}: need distinct names from {PROTOCOLS} "
+                     f"('forced' = 'cap')")
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-  """What the sweep samples. `budgets` default: CESAR's 0..250 step 25 (arXiv 2510.20867)."""
+  """What the sweep samples. `budgets` default: CESAR's 0..250 step 25 (arXiv 2510.20867).
+
+  protocols: see the module docstring (a str is one protocol; "forced" means "cap").
+  num_samples: K samples per (item, budget, protocol).
+  natural_samples: unconstrained samples per item in the same calls (protocol "natural").
+  """
   budgets: tuple[int, ...] = scaling.CESAR_BUDGETS
-  mode: str = "forced"
+  protocols: tuple[str, ...] | str = ("cap",)
   num_samples: int = 1
+  natural_samples: int = 0
   items_per_call: int = 16
   temperature: float = 1.0
   greedy: bool = False
@@ -43,8 +70,10 @@ class SweepConfig:
   seed: int = 0
 
   def __post_init__(self):
-    if self.mode not in sampler_lib.BUDGET_MODES:
-      raise ValueError(f"sweep mode {self.mode!r}; choose from {sampler_lib.BUDGET_MODES}")
+    object.__setattr__(self, "protocols", protocol_names(self.protocols))
+    if self.num_samples < 1 or self.natural_samples < 0:
+      raise ValueError(f"sweep num_samples must be >= 1 and natural_samples >= 0, got "
+                       f"{self.num_samples}, {self.natural_samples}")
     if not self.budgets or min(self.budgets) < 0:
       raise ValueError(f"sweep budgets must be non-empty and >= 0, got {self.budgets}")
 
@@ -52,10 +81,31 @@ class SweepConfig:
 @dataclasses.dataclass
 class SweepOutput:
   """Per-sample results of a sweep (N rows) plus the texts, for reports and inspection."""
-  results: scaling.SweepResults
+  results: scaling.SweepResults     # every row (natural rows have budget -1)
+  protocol: np.ndarray              # str[N]: "cap", "extend", "prompted" or "natural"
   completions: list[str]
   perception_precision: np.ndarray  # f32[N], NaN where the chain claims nothing / no events.
   perception_recall: np.ndarray     # f32[N], NaN where the item has no events.
+
+  def mask(self, protocol: str) -> np.ndarray:
+    """bool[N]: the rows of one protocol."""
+    protocol = _ALIASES.get(protocol, protocol)
+    rows = self.protocol == protocol
+    if not rows.any():
+      raise KeyError(f"sweep has no rows of protocol {protocol!r}; it has "
+                     f"{sorted(set(self.protocol.tolist()))}")
+    return rows
+
+  def select(self, protocol: str) -> scaling.SweepResults:
+    """The `SweepResults` of one protocol's rows."""
+    rows = self.mask(protocol)
+    r = self.results
+    return scaling.SweepResults(item=r.item[rows], budget=r.budget[rows], sample=r.sample[rows],
+                                correct=r.correct[rows], think_tokens=r.think_tokens[rows])
+
+  @property
+  def protocols(self) -> list[str]:
+    return list(dict.fromkeys(self.protocol.tolist()))
 
 
 def _prompt_batch(items: Sequence[Mapping[str, Any]], tokenizer: Tokenizer, cfg: SweepConfig,
@@ -83,51 +133,90 @@ def _score(items, item_index, completions, think_texts):
   return correct, precision, recall
 
 
+def _row_plan(protocols: Sequence[str], budgets: Sequence[int | None], k: int,
+              natural: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """One item's rows in a sampler call: (budget int32[R], mode names [R], protocol [R],
+  sample index [R]); protocol-major, then budget, then sample, then the natural rows."""
+  budget, mode, protocol, sample = [], [], [], []
+  for p in protocols:
+    for b in budgets:
+      budget += [-1 if b is None else int(b)] * k
+      mode += ["extend" if p == "extend" else "forced"] * k
+      protocol += [p] * k
+      sample += list(range(k))
+  budget += [-1] * natural
+  mode += ["forced"] * natural
+  protocol += [NATURAL] * natural
+  sample += list(range(natural))
+  return (np.array(budget, np.int32), np.array(mode), np.array(protocol, dtype=object),
+          np.array(sample, np.int32))
+
+
 def run_sweep(model, tokenizer: Tokenizer, items: Sequence[Mapping[str, Any]],
               sampler_config: sampler_lib.SamplerConfig, cfg: SweepConfig, *,
               budgets: Sequence[int | None] | None = None, mesh=None) -> SweepOutput:
-  """Samples `items` under every budget (`None` = unlimited) and scores every completion."""
+  """Samples `items` under every budget (`None` = unlimited) and protocol; scores every row.
+
+  The sampler config's `budget_mode` must not be "prompted" when `cap` or `extend` rows are
+  asked for (the sweep sets every row's mode itself).
+  """
   budgets = list(cfg.budgets if budgets is None else budgets)
-  k, nb = cfg.num_samples, len(budgets)
+  k = cfg.num_samples
+  sampled = [p for p in cfg.protocols if p != "prompted"]
+  if sampled and sampler_config.budget_mode == "prompted":
+    raise ValueError(f"sweep protocols {sampled} need a SamplerConfig whose budget_mode is not "
+                     "'prompted' (it would drop every budget)")
+  budget_plan, mode_plan, protocol_plan, sample_plan = _row_plan(sampled, budgets, k,
+                                                                 cfg.natural_samples)
+  per_item = len(budget_plan)
   key = jax.random.key(cfg.seed)
-  rows: dict[str, list] = {n: [] for n in ("item", "budget", "sample", "tokens", "text")}
+  rows: dict[str, list] = {n: [] for n in ("item", "budget", "sample", "protocol", "tokens")}
+  texts: list[str] = []
   for start in range(0, len(items), cfg.items_per_call):
     chunk = items[start:start + cfg.items_per_call]
     key, sub = jax.random.split(key)
-    if cfg.mode == "forced" or all(b is None for b in budgets):
+    n = len(chunk)
+    if per_item:
       batch = _prompt_batch(chunk, tokenizer, cfg, None)
-      row_budgets = np.tile(np.repeat([-1 if b is None else b for b in budgets], k), len(chunk))
-      out = _sample(model, tokenizer, batch, nb * k, row_budgets, sampler_config, cfg, sub, mesh)
-      item_of_row = np.repeat(np.arange(len(chunk)), nb * k)
-    else:
-      # One prompt per (item, budget): the budget text differs; chunks are prompt-major.
+      out = _sample(model, tokenizer, batch, per_item, np.tile(budget_plan, n), sampler_config,
+                    cfg, sub, mesh, modes=np.tile(mode_plan, n))
+      rows["item"].append(start + np.repeat(np.arange(n), per_item))
+      rows["budget"].append(np.tile(budget_plan, n))
+      rows["sample"].append(np.tile(sample_plan, n))
+      rows["protocol"].append(np.tile(protocol_plan, n))
+      rows["tokens"].append(out["think_lengths"])
+      texts.extend(out["texts"])
+    if "prompted" in cfg.protocols:
+      # One prompt per (item, budget): the budget text differs; rows [item, budget, sample].
       outs = []
       for b in budgets:
         batch = _prompt_batch(chunk, tokenizer, cfg, b)
         sub, sub_b = jax.random.split(sub)
         outs.append(_sample(model, tokenizer, batch, k, None, sampler_config, cfg, sub_b, mesh))
-      out = {name: np.stack([o[name].reshape(len(chunk), k) for o in outs], axis=1).reshape(-1)
-             for name in outs[0]}  # [item, budget, sample] order, as in forced mode.
-      item_of_row = np.repeat(np.arange(len(chunk)), nb * k)
-    texts = out["texts"]
-    rows["item"].append(start + item_of_row)
-    rows["budget"].append(np.tile(np.repeat([-1 if b is None else b for b in budgets], k),
-                                  len(chunk)))
-    rows["sample"].append(np.tile(np.arange(k), len(chunk) * nb))
-    rows["tokens"].append(out["think_lengths"])
-    rows["text"].extend(texts)
+      out = {name: np.stack([o[name].reshape(n, k) for o in outs], axis=1).reshape(-1)
+             for name in outs[0]}
+      nb = len(budgets)
+      rows["item"].append(start + np.repeat(np.arange(n), nb * k))
+      rows["budget"].append(np.tile(np.repeat([-1 if b is None else b for b in budgets], k), n))
+      rows["sample"].append(np.tile(np.arange(k), n * nb))
+      rows["protocol"].append(np.full(n * nb * k, "prompted", dtype=object))
+      rows["tokens"].append(out["think_lengths"])
+      texts.extend(out["texts"])
   item = np.concatenate(rows["item"])
-  completions = rows["text"]
-  think_texts = [_think_part(t) for t in completions]
-  correct, precision, recall = _score(items, item, completions, think_texts)
+  think_texts = [_think_part(t) for t in texts]
+  correct, precision, recall = _score(items, item, texts, think_texts)
   results = scaling.SweepResults(item=item, budget=np.concatenate(rows["budget"]),
                                  sample=np.concatenate(rows["sample"]), correct=correct,
                                  think_tokens=np.concatenate(rows["tokens"]))
-  return SweepOutput(results, completions, precision, recall)
+  return SweepOutput(results, np.concatenate(rows["protocol"]).astype(str), texts, precision,
+                     recall)
 
 
-def _sample(model, tokenizer, batch, num_samples, row_budgets, sampler_config, cfg, key, mesh):
+def _sample(model, tokenizer, batch, num_samples, row_budgets, sampler_config, cfg, key, mesh,
+            modes=None):
   kwargs = {"greedy": True} if cfg.greedy else {"temperature": cfg.temperature}
+  if modes is not None:
+    kwargs["modes"] = modes
   samples = sampler_lib.sample(model, batch, num_samples=num_samples, budgets=row_budgets,
                                config=sampler_config, key=key, mesh=mesh, **kwargs)
   return {"texts": np.array(samples.texts(tokenizer), dtype=object),
