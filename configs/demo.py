@@ -50,7 +50,7 @@ from cesar_jax.models import config as model_config  # noqa: E402
 from configs import common, eval_scaling, synthetic_tiny  # noqa: E402
 
 ARCH_PRESETS = {"qwen2_audio": "tiny", "omni": "tiny_omni"}
-BUDGETS = (0, 8, 16, 24, 32, 48, 64, 96, 128)
+BUDGETS = (0, 16, 32, 48, 64, 96, 128)
 FIXED_BUDGET = 64
 CONTINUATION = " Wait, let me listen again."
 

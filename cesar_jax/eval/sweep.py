@@ -7,10 +7,13 @@ Protocols (`SweepConfig.protocols`, any of):
   continuation ("Wait") until the budget, so the model thinks exactly L tokens;
 * `prompted`: the budget is in the prompt ("less than N words"); the sampler never intervenes.
 
-One sampler call per chunk of items covers all budgets, all K samples and both sampler-side
-protocols of those items, plus `natural_samples` unconstrained rows (budget -1, protocol
-"natural", the models' natural think length): the prompt does not depend on the budget, so
-each item is prefilled once and its rows carry their own budget and mode (traced, per row).
+One sampler call per chunk of items and sampler-side protocol covers all budgets and all K
+samples of those items (the first call also `natural_samples` unconstrained rows: budget -1,
+protocol "natural", the models' natural think length): the prompt does not depend on the
+budget, so its rows carry their own budget and mode (traced, per row; the sampler could mix
+cap and extend rows in one call too). Cap and extend are separate calls because the decode
+loop runs until its longest row ends: cap rows stop near the natural length, extend rows
+run to the largest budget, so together they would cost the extend length for every row.
 Prompted mode needs one prompt per (item, budget), with K rows each.
 
 Each completion is scored with the benchmarks' official `string_match` (an option letter is
@@ -166,9 +169,9 @@ def run_sweep(model, tokenizer: Tokenizer, items: Sequence[Mapping[str, Any]],
   if sampled and sampler_config.budget_mode == "prompted":
     raise ValueError(f"sweep protocols {sampled} need a SamplerConfig whose budget_mode is not "
                      "'prompted' (it would drop every budget)")
-  budget_plan, mode_plan, protocol_plan, sample_plan = _row_plan(sampled, budgets, k,
-                                                                 cfg.natural_samples)
-  per_item = len(budget_plan)
+  groups = [[p] for p in sampled] or [[]]  # one sampler call per protocol and chunk
+  plans = [_row_plan(g, budgets, k, cfg.natural_samples if i == 0 else 0)
+           for i, g in enumerate(groups)]
   key = jax.random.key(cfg.seed)
   rows: dict[str, list] = {n: [] for n in ("item", "budget", "sample", "protocol", "tokens")}
   texts: list[str] = []
@@ -176,10 +179,15 @@ def run_sweep(model, tokenizer: Tokenizer, items: Sequence[Mapping[str, Any]],
     chunk = items[start:start + cfg.items_per_call]
     key, sub = jax.random.split(key)
     n = len(chunk)
-    if per_item:
-      batch = _prompt_batch(chunk, tokenizer, cfg, None)
+    batch = None
+    for budget_plan, mode_plan, protocol_plan, sample_plan in plans:
+      per_item = len(budget_plan)
+      if not per_item:
+        continue
+      batch = _prompt_batch(chunk, tokenizer, cfg, None) if batch is None else batch
+      sub, sub_p = jax.random.split(sub)
       out = _sample(model, tokenizer, batch, per_item, np.tile(budget_plan, n), sampler_config,
-                    cfg, sub, mesh, modes=np.tile(mode_plan, n))
+                    cfg, sub_p, mesh, modes=np.tile(mode_plan, n))
       rows["item"].append(start + np.repeat(np.arange(n), per_item))
       rows["budget"].append(np.tile(budget_plan, n))
       rows["sample"].append(np.tile(sample_plan, n))
