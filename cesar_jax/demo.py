@@ -12,6 +12,11 @@ Stages, each a job of its own with its own workdir under the demo's, run in-proc
 
 Each stage resumes from its own checkpoints, so re-running `make demo` after an interruption
 continues where it stopped, and a finished stage costs only its restore.
+
+The GRPO stages build the same programs (same shapes; only the reward differs), so the demo
+turns on JAX's persistent compilation cache in WORKDIR/.jax_cache (unless a cache directory
+is already configured): the second and later stages load the sampler and update executables
+instead of compiling them again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import pathlib
 import time
 
+import jax
 from absl import logging
 
 from cesar_jax import config as config_lib
@@ -33,8 +39,16 @@ def grpo_stages(config) -> dict[str, list[str]]:
   return {arm: [f"{arm}_s{i}" for i in range(int(config.seeds))] for arm in config.arms}
 
 
+def _compilation_cache(root: pathlib.Path) -> None:
+  if jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update("jax_compilation_cache_dir", str(root / ".jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run(config, workdir: str) -> None:
   root = pathlib.Path(workdir)
+  _compilation_cache(root)
   timings = {}
 
   def stage(name, fn, stage_config, stage_dir):
