@@ -125,7 +125,14 @@ def evaluate_model(name: str, workdir: str, items: Sequence[Mapping[str, Any]], 
                len(out.completions), time.perf_counter() - t0, main,
                dict(zip(curves[main].budgets.tolist(),
                         np.round(curves[main].accuracy, 1).tolist())))
-  entry: dict[str, Any] = {"curve": curves[main], "protocols": curves, "results": results}
+  entry: dict[str, Any] = {"curve": curves[main], "protocols": curves, "results": results,
+                           "answer_rates": {}}
+  for protocol in cfg.protocols:
+    rows = out.mask(protocol)
+    budgets_here = out.results.budget[rows]
+    entry["answer_rates"][protocol] = [
+        float(100 * out.names_option[rows][budgets_here == b].mean())
+        for b in curves[protocol].budgets]
   metrics = pathlib.Path(workdir) / "metrics.jsonl"
   if metrics.is_file() and any(k.startswith("reward/") for row in metrics_lib.read_jsonl(metrics)
                                for k in row):

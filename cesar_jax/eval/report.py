@@ -88,7 +88,7 @@ def _entry(name: str, value: Any) -> dict[str, Any]:
     raise ValueError(f"model {name!r}: expected a ScalingCurve or a dict with a 'curve' key, "
                      f"got {type(value).__name__}")
   unknown = set(value) - {"curve", "perception", "metrics", "natural_overthinking", "breakdown",
-                          "protocols", "natural_think_tokens"}
+                          "protocols", "natural_think_tokens", "answer_rates"}
   if unknown:
     raise ValueError(f"model {name!r}: unknown report keys {sorted(unknown)}")
   entry = dict(value)
@@ -140,7 +140,7 @@ def _curve_table(models: Mapping[str, Mapping[str, Any]], chance: float | None,
   fixed = next(iter(models.values())).get("fixed_budget")
   head = "| model | items × samples | natural think | P(L_min) |"
   if fixed is not None:
-    head += f" P({fixed}) [95% CI] | × chance at {fixed} |"
+    head += f" P({fixed}) [95% CI] | × chance at {fixed} | answers naming an option at {fixed} |"
   head += (" L* [95% CI] | P(L*) | β (pts/token) [95% CI] | β per used token [95% CI] |"
            " think tokens used at L_max |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -150,7 +150,10 @@ def _curve_table(models: Mapping[str, Mapping[str, Any]], chance: float | None,
     if fixed is not None:
       ratio = (None if chance is None or m.get("fixed_accuracy") is None
                else m["fixed_accuracy"] / chance)
-      row += f" {_fmt(m.get('fixed_accuracy'), 1)} {_ci(m.get('fixed_ci'), 1)} | {_fmt(ratio)} |"
+      rate = (m["answer_rate"][list(m["budgets"]).index(fixed)]
+              if m.get("answer_rate") and fixed in m["budgets"] else None)
+      row += (f" {_fmt(m.get('fixed_accuracy'), 1)} {_ci(m.get('fixed_ci'), 1)} | {_fmt(ratio)} |"
+              f" {_fmt(rate, 1)}{'%' if rate is not None else ''} |")
     spot_ci = m.get("sweet_spot_ci") or [None, None]
     row += (f" {m['sweet_spot']} [{spot_ci[0]}, {spot_ci[1]}] | {_fmt(m['sweet_spot_accuracy'], 1)} | "
             f"{_fmt(m['slope_per_token'], 4, True)} {_ci(m['slope_ci'], 4, True)} | "
@@ -229,7 +232,10 @@ def _markdown(report: Mapping[str, Any]) -> str:
       f"over its samples; {first['confidence']:.0%} intervals: percentile bootstrap over items "
       f"({first['num_resamples']} resamples). β: least-squares slope of P on L (accuracy "
       f"points per token); β per used token: the slope on the mean think tokens actually used "
-      f"(Gema et al.'s x-axis). L*: the budget of highest accuracy, with the interval of L* "
+      f"(Gema et al.'s x-axis). Answers naming an option: the share of completions whose last "
+      f"`<answer>` is one of the item's options at all (below-chance accuracy with a low share "
+      f"is a broken answer format, not wrong counting). L*: the budget of highest accuracy, "
+      f"with the interval of L* "
       f"over resamples (a wide one means the curve is flat within noise). Natural think: "
       f"mean think tokens of unconstrained samples.{chance}", "",
   ]
@@ -353,6 +359,9 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
   report: dict[str, Any] = {"chance_accuracy": chance_accuracy, "models": report_models}
   if by_protocol:
     report["protocols"] = {p: {"models": _jsonable(pc)} for p, pc in by_protocol.items()}
+    for name, e in entries.items():
+      for protocol, rates in (e.get("answer_rates") or {}).items():
+        report["protocols"][protocol]["models"][name]["answer_rate"] = _jsonable(list(rates))
   if natural_tokens:
     report["natural_think_tokens"] = natural_tokens
   if experiment:

@@ -89,6 +89,7 @@ class SweepOutput:
   completions: list[str]
   perception_precision: np.ndarray  # f32[N], NaN where the chain claims nothing / no events.
   perception_recall: np.ndarray     # f32[N], NaN where the item has no events.
+  names_option: np.ndarray | None = None  # bool[N]: the last <answer> names one of the options
 
   def mask(self, protocol: str) -> np.ndarray:
     """bool[N]: the rows of one protocol."""
@@ -124,8 +125,13 @@ def _prompt_batch(items: Sequence[Mapping[str, Any]], tokenizer: Tokenizer, cfg:
 
 
 def _score(items, item_index, completions, think_texts):
-  correct = np.array([scoring.score(scoring.extract_answer(c), items[i]["answer"],
-                                    items[i]["choices"]) for i, c in zip(item_index, completions)])
+  predictions = [scoring.extract_answer(c) for c in completions]
+  correct = np.array([scoring.score(pred, items[i]["answer"], items[i]["choices"])
+                      for i, pred in zip(item_index, predictions)])
+  # Whether the answer is a valid one at all (accuracy below chance means it often is not).
+  names_option = np.array([any(scoring.score(pred, ch, items[i]["choices"])
+                               for ch in items[i]["choices"])
+                           for i, pred in zip(item_index, predictions)], bool)
   precision = np.full(len(completions), np.nan, np.float32)
   recall = np.full(len(completions), np.nan, np.float32)
   for row, (i, text) in enumerate(zip(item_index, think_texts)):
@@ -133,7 +139,7 @@ def _score(items, item_index, completions, think_texts):
     if events:
       p = perception.score(text, events)
       precision[row], recall[row] = p.precision, p.recall
-  return correct, precision, recall
+  return correct, precision, recall, names_option
 
 
 def _row_plan(protocols: Sequence[str], budgets: Sequence[int | None], k: int,
@@ -212,12 +218,12 @@ def run_sweep(model, tokenizer: Tokenizer, items: Sequence[Mapping[str, Any]],
       texts.extend(out["texts"])
   item = np.concatenate(rows["item"])
   think_texts = [_think_part(t) for t in texts]
-  correct, precision, recall = _score(items, item, texts, think_texts)
+  correct, precision, recall, names_option = _score(items, item, texts, think_texts)
   results = scaling.SweepResults(item=item, budget=np.concatenate(rows["budget"]),
                                  sample=np.concatenate(rows["sample"]), correct=correct,
                                  think_tokens=np.concatenate(rows["tokens"]))
   return SweepOutput(results, np.concatenate(rows["protocol"]).astype(str), texts, precision,
-                     recall)
+                     recall, names_option)
 
 
 def _sample(model, tokenizer, batch, num_samples, row_budgets, sampler_config, cfg, key, mesh,

@@ -149,7 +149,8 @@ def test_two_protocol_report_with_arms_seeds_comparisons_and_training(tmp_path):
     curves = {p: scaling.scaling_curve(r, num_resamples=200, fixed_budget=32)
               for p in ("cap", "extend")}
     entries[name] = {"curve": curves["cap"], "protocols": curves, "natural_think_tokens": 30.0,
-                     "metrics": metrics[name]}
+                     "metrics": metrics[name],
+                     "answer_rates": {"cap": [100.0, 90.0, 80.0, 70.0], "extend": [1, 2, 3, 4]}}
   arms = {"a": ["a_s0", "a_s1"], "b": ["b_s0", "b_s1"]}
   summary = {
       "fixed_budget": 32,
@@ -179,10 +180,12 @@ def test_two_protocol_report_with_arms_seeds_comparisons_and_training(tmp_path):
     assert set(c) >= {"slope_diff", "slope_diff_ci", "accuracy_diff", "accuracy_diff_ci"}
     assert c["slope_diff_ci"][0] > 0  # the constructed difference (0.6 pts/token) is found
   assert data["natural_think_tokens"] == {n: 30.0 for n in runs}
+  assert data["protocols"]["cap"]["models"]["a_s0"]["answer_rate"] == [100.0, 90.0, 80.0, 70.0]
   assert data["seeds"]["b"]["models"] == ["b_s0", "b_s1"]
   assert set(data["training"]["a"]) == {"total", "think_length"}  # total_std is no component
   assert data["training"]["b"]["total"]["ci"][0] > 0 and data["training"]["a"]["total"]["diff"] == 0
   md = (tmp_path / "out" / "report.md").read_text()
+  assert "| 80.0% |" in md and "answers naming an option at 32" in md
   for heading in ("## Protocol: cap", "## Protocol: extend", "## Comparisons",
                   "## Did GRPO move the policy?", "## GRPO arms pooled over training seeds"):
     assert heading in md

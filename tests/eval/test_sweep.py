@@ -54,6 +54,10 @@ def test_rows_match_direct_greedy_sampling(setup, mode):
   expected = [scoring.score(scoring.extract_answer(c), items[i]["answer"], items[i]["choices"])
               for c, i in zip(out.completions, r.item)]
   np.testing.assert_array_equal(r.correct, expected)
+  valid = [any(scoring.score(scoring.extract_answer(c), ch, items[i]["choices"])
+               for ch in items[i]["choices"]) for c, i in zip(out.completions, r.item)]
+  np.testing.assert_array_equal(out.names_option, valid)
+  assert np.all(out.names_option[r.correct])
 
 
 def test_both_protocols_and_natural_rows_in_one_sweep_match_separate_sweeps(setup):
