@@ -21,6 +21,9 @@ budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus 
   python -m cesar_jax.main --config=configs/demo.py --workdir=runs/demo
   python -m cesar_jax.main --config=configs/demo.py:scale=4,seeds=3 --workdir=runs/demo_x4
 
+Time at scale=1: 10 min 30 s wall on the project's 2 cores shared with other jobs (load 10-13;
+docs/results.md has the stages and the results).
+
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
 seeds per arm; `arms=outcome,cesar` (any presets `cesar_jax.rewards.PRESETS` knows; `+` also
 separates them); `arch=qwen2_audio|omni` (omni: the `tiny_omni` model preset); `seed=S` the
