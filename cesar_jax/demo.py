@@ -26,6 +26,7 @@ import time
 
 import jax
 from absl import logging
+from etils import epath
 
 from cesar_jax import config as config_lib
 from cesar_jax import sft
@@ -47,7 +48,7 @@ def _compilation_cache(root: pathlib.Path) -> None:
 
 
 def run(config, workdir: str) -> None:
-  root = pathlib.Path(workdir)
+  root = epath.Path(workdir)
   _compilation_cache(root)
   timings = {}
 
@@ -55,7 +56,8 @@ def run(config, workdir: str) -> None:
     t0 = time.perf_counter()
     logging.info("demo stage %s -> %s", name, stage_dir)
     print(f"\n=== demo: {name} ({stage_dir}) ===", flush=True)
-    config_lib.save(stage_config, stage_dir)
+    if jax.process_index() == 0:  # written once; every process runs the stage
+      config_lib.save(stage_config, stage_dir)
     fn(stage_config, str(stage_dir))
     timings[name] = time.perf_counter() - t0
 

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from cesar_jax import metrics as metrics_lib
 from cesar_jax import model_store
@@ -234,4 +235,5 @@ def run(config, workdir: str) -> None:
   for name, m in result["models"].items():
     logging.info("%s: slope %+.4f points/token (95%% CI %s), sweet spot %s", name,
                  m["slope_per_token"] or float("nan"), m["slope_ci"], m["sweet_spot"])
-  print(f"report: {pathlib.Path(workdir) / 'report.md'}")
+  if jax.process_index() == 0:
+    print(f"report: {epath.Path(workdir) / 'report.md'}")

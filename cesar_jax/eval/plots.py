@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from etils import epath
 from matplotlib.figure import Figure
 
 _DPI = 130
@@ -34,9 +35,11 @@ def _colors(n: int) -> list[Any]:
 
 
 def _save(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
-  if path is not None:
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+  if path is not None:  # through epath: a gs:// workdir works
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+      fig.savefig(f, format="png", dpi=_DPI, bbox_inches="tight")
   return fig
 
 
@@ -190,7 +193,7 @@ def plot_natural_overthinking(
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """Rows of a metrics.jsonl (one JSON object with `step` per line); errors name file and line."""
   rows = []
-  with open(path, encoding="utf-8") as f:
+  with epath.Path(path).open() as f:
     for line_number, line in enumerate(f, 1):
       if not line.strip():
         continue

@@ -30,7 +30,9 @@ import os
 import re
 from typing import Any, Mapping
 
+import jax
 import numpy as np
+from etils import epath
 
 from cesar_jax.eval import plots
 from cesar_jax.eval import scaling
@@ -300,8 +302,16 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
   """
   if not models:
     raise ValueError("write_report needs at least one model")
-  workdir = os.fspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  # Every process builds the report (a multi-host sweep gathers all rows everywhere); process
+  # 0 writes it, through epath (a gs:// workdir works).
+  chief = jax.process_index() == 0
+  workdir = epath.Path(workdir)
+  if chief:
+    workdir.mkdir(parents=True, exist_ok=True)
+
+  def out(name: str):
+    return workdir / name if chief else None
+
   entries = {name: _entry(name, value) for name, value in models.items()}
   curves = {name: e["curve"] for name, e in entries.items()}
   by_protocol: dict[str, dict[str, Any]] = {}
@@ -311,19 +321,19 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
 
   figures = {"scaling": "accuracy_vs_budget.png", "slopes": "slopes.png"}
   first_protocol = next(iter(by_protocol), None)
-  plots.plot_scaling_curves(curves, os.path.join(workdir, figures["scaling"]),
+  plots.plot_scaling_curves(curves, out(figures["scaling"]),
                             title="Accuracy vs think budget" +
                             (f" ({first_protocol})" if first_protocol else ""))
   for protocol, pc in list(by_protocol.items())[1:]:
     file = f"accuracy_vs_budget_{_slug(protocol)}.png"
-    plots.plot_scaling_curves(pc, os.path.join(workdir, file),
+    plots.plot_scaling_curves(pc, out(file),
                               title=f"Accuracy vs think budget ({protocol})")
     figures[f"scaling/{protocol}"] = file
   if first_protocol is not None:
     figures[f"scaling/{first_protocol}"] = figures["scaling"]
     figures["vs_think_tokens"] = "accuracy_vs_think_tokens.png"
-    plots.plot_accuracy_vs_tokens(by_protocol, os.path.join(workdir, figures["vs_think_tokens"]))
-  plots.plot_slopes(curves, os.path.join(workdir, figures["slopes"]))
+    plots.plot_accuracy_vs_tokens(by_protocol, out(figures["vs_think_tokens"]))
+  plots.plot_slopes(curves, out(figures["slopes"]))
 
   report_models: dict[str, dict[str, Any]] = {}
   perception: dict[str, dict[str, Any]] = {}  # NaN for empty bins (plots); None in the JSON.
@@ -343,17 +353,17 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
 
   if perception:
     figures["perception"] = "perception_vs_think_length.png"
-    plots.plot_perception(perception, os.path.join(workdir, figures["perception"]))
+    plots.plot_perception(perception, out(figures["perception"]))
   natural = {n: e["natural_overthinking"] for n, e in entries.items() if "natural_overthinking" in e}
   if natural:
     figures["natural_overthinking"] = "natural_overthinking.png"
-    plots.plot_natural_overthinking(natural, os.path.join(workdir, figures["natural_overthinking"]))
+    plots.plot_natural_overthinking(natural, out(figures["natural_overthinking"]))
   for name, e in entries.items():
     if e.get("metrics") is not None:
-      if not os.path.exists(e["metrics"]):
+      if not epath.Path(e["metrics"]).exists():
         raise FileNotFoundError(f"metrics file of model {name!r} not found: {e['metrics']}")
       file = f"rewards_{_slug(name)}.png"
-      plots.plot_rewards(e["metrics"], os.path.join(workdir, file), title=f"{name}: reward components")
+      plots.plot_rewards(e["metrics"], out(file), title=f"{name}: reward components")
       figures[f"rewards/{name}"] = file
 
   report: dict[str, Any] = {"chance_accuracy": chance_accuracy, "models": report_models}
@@ -372,8 +382,8 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
                      "slope_per_log_token": "accuracy points per unit of log(1 + L_max)",
                      "perception": "fractions in [0, 1]",
                      "training": "per-step batch means of each reward component"}
-  with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2, allow_nan=False)
-  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-    f.write(_markdown(report))
+  text = json.dumps(report, indent=2, allow_nan=False)
+  if chief:
+    (workdir / "report.json").write_text(text)
+    (workdir / "report.md").write_text(_markdown(report))
   return report

@@ -33,6 +33,7 @@ from cesar_jax import prompts as prompts_lib
 from cesar_jax.data import pipeline
 from cesar_jax.eval import perception, scaling, scoring
 from cesar_jax.models import features as features_lib
+from cesar_jax.parallel import distributed
 from cesar_jax.sampling import sampler as sampler_lib
 from cesar_jax.tokenizers import Tokenizer
 
@@ -228,13 +229,54 @@ def run_sweep(model, tokenizer: Tokenizer, items: Sequence[Mapping[str, Any]],
 
 def _sample(model, tokenizer, batch, num_samples, row_budgets, sampler_config, cfg, key, mesh,
             modes=None):
+  """One sampler call over a chunk of items; every process gets every row's result.
+
+  On several processes each samples its contiguous block of the chunk's items (the same
+  global call one process would make, the blocks in process order), and the texts and think
+  lengths are gathered, so the rest of the sweep is the same code on any number of hosts.
+  A host whose block is short (the chunk does not split evenly) repeats its last item and
+  drops those rows.
+  """
   kwargs = {"greedy": True} if cfg.greedy else {"temperature": cfg.temperature}
-  if modes is not None:
-    kwargs["modes"] = modes
-  samples = sampler_lib.sample(model, batch, num_samples=num_samples, budgets=row_budgets,
-                               config=sampler_config, key=key, mesh=mesh, **kwargs)
-  return {"texts": np.array(samples.texts(tokenizer), dtype=object),
-          "think_lengths": np.asarray(samples.think_lengths)}
+  n_items = len(batch["input_ids"])
+  per_row = {"budgets": row_budgets, "modes": modes}
+  lo, hi, pad = _host_block(n_items)
+  if (lo, hi, pad) != (0, n_items, 0):
+    rows = slice(lo * num_samples, hi * num_samples)
+    batch = {k: _take(v, lo, hi, pad) for k, v in batch.items()}
+    per_row = {k: None if v is None else _take(np.asarray(v)[rows], 0, hi - lo,
+                                               pad * num_samples)
+               for k, v in per_row.items()}
+  if per_row["modes"] is not None:
+    kwargs["modes"] = per_row["modes"]
+  samples = sampler_lib.sample(model, batch, num_samples=num_samples,
+                               budgets=per_row["budgets"], config=sampler_config, key=key,
+                               mesh=mesh, **kwargs)
+  real = (hi - lo) * num_samples
+  tokens, lengths, think = (np.asarray(x)[:real] for x in (
+      samples.tokens, samples.lengths, samples.think_lengths))
+  tokens, lengths, think = (distributed.gather_rows(x) for x in (tokens, lengths, think))
+  texts = tokenizer.decode_batch([t[:n] for t, n in zip(tokens, lengths)])
+  return {"texts": np.array(texts, dtype=object), "think_lengths": think}
+
+
+def _host_block(n: int) -> tuple[int, int, int]:
+  """(first item, end, padding rows) of this process's block of n items."""
+  count, index = jax.process_count(), jax.process_index()
+  per = -(-n // count)
+  lo, hi = min(n, index * per), min(n, (index + 1) * per)
+  if hi <= lo:
+    raise ValueError(f"sweep: {n} items per call leave process {index} of {count} nothing to "
+                     "sample; make eval.items_per_call at least the process count")
+  return lo, hi, per - (hi - lo)
+
+
+def _take(x, lo: int, hi: int, pad: int):
+  """Rows [lo, hi) of a list or array, the last one repeated `pad` more times."""
+  if isinstance(x, (list, tuple)):
+    return list(x[lo:hi]) + [x[hi - 1]] * pad
+  x = np.asarray(x)[lo:hi]
+  return np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0) if pad else x
 
 
 def _think_part(completion: str) -> str:
