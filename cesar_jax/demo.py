@@ -1,15 +1,22 @@
-"""The main job (`make demo`): cold-start SFT, GRPO with outcome vs CESAR rewards, scaling sweep.
+"""The main job (`make demo`): cold-start SFT, GRPO arms x seeds, the two-protocol sweep.
 
 Stages, each a job of its own with its own workdir under the demo's, run in-process in order:
 
-  WORKDIR/sft       cold-start SFT of a tiny audio LM from scratch on the synthetic traces
-                    (corruptions included: hallucinated events, inconsistent answers, rambling)
-  WORKDIR/outcome   GRPO from the SFT checkpoint with the outcome rewards (RLVR baseline)
-  WORKDIR/cesar     GRPO from the same checkpoint, same seed and steps, CESAR rewards
-  WORKDIR/          the scaling sweep of the three models: report.md, report.json, figures
+  WORKDIR/sft           cold-start SFT of a tiny audio LM from scratch on the synthetic traces
+                        (corruptions included: hallucinated events, inconsistent answers, rambling)
+  WORKDIR/ARM_sI        GRPO from the SFT checkpoint with reward preset ARM (`config.arms`,
+                        e.g. outcome = the RLVR baseline, cesar) and training seed I
+                        (`config.seeds` per arm; arm runs of one seed share data order and keys)
+  WORKDIR/              the sweep of every model under the cap and extend protocols:
+                        report.md, report.json, figures (see configs/demo.py)
 
 Each stage resumes from its own checkpoints, so re-running `make demo` after an interruption
 continues where it stopped, and a finished stage costs only its restore.
+
+The GRPO stages build the same programs (same shapes; only the reward differs), so the demo
+turns on JAX's persistent compilation cache in WORKDIR/.jax_cache (unless a cache directory
+is already configured): the second and later stages load the sampler and update executables
+instead of compiling them again.
 """
 
 from __future__ import annotations
@@ -17,45 +24,75 @@ from __future__ import annotations
 import pathlib
 import time
 
+import jax
 from absl import logging
+from etils import epath
 
 from cesar_jax import config as config_lib
 from cesar_jax import sft
 from cesar_jax.eval import evaluate
 from cesar_jax.rl import trainer
 
-GRPO_STAGES = ("outcome", "cesar")
+
+
+def grpo_stages(config) -> dict[str, list[str]]:
+  """{arm: [stage names, one per seed]} in the config's order."""
+  return {arm: [f"{arm}_s{i}" for i in range(int(config.seeds))] for arm in config.arms}
+
+
+def _compilation_cache(root: pathlib.Path) -> None:
+  if jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update("jax_compilation_cache_dir", str(root / ".jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def run(config, workdir: str) -> None:
-  root = pathlib.Path(workdir)
+  root = epath.Path(workdir)
+  _compilation_cache(root)
   timings = {}
 
   def stage(name, fn, stage_config, stage_dir):
     t0 = time.perf_counter()
     logging.info("demo stage %s -> %s", name, stage_dir)
     print(f"\n=== demo: {name} ({stage_dir}) ===", flush=True)
-    config_lib.save(stage_config, stage_dir)
+    if jax.process_index() == 0:  # written once; every process runs the stage
+      config_lib.save(stage_config, stage_dir)
     fn(stage_config, str(stage_dir))
     timings[name] = time.perf_counter() - t0
 
   stage("sft", sft.run, config.stages.sft, root / "sft")
-  for name in GRPO_STAGES:
-    grpo_config = config.stages[name]
-    with grpo_config.unlocked():
-      grpo_config.init_from = str(root / "sft")
-    stage(f"grpo {name}", trainer.run, grpo_config, root / name)
-  checkpoints = {"sft": str(root / "sft"), **{n: str(root / n) for n in GRPO_STAGES}}
+  arms = grpo_stages(config)
+  for names in arms.values():
+    for name in names:
+      grpo_config = config.stages[name]
+      with grpo_config.unlocked():
+        grpo_config.init_from = str(root / "sft")
+      stage(f"grpo {name}", trainer.run, grpo_config, root / name)
+  checkpoints = {"sft": str(root / "sft"),
+                 **{n: str(root / n) for names in arms.values() for n in names}}
   t0 = time.perf_counter()
-  print("\n=== demo: scaling sweep of sft, outcome, cesar ===", flush=True)
-  result = evaluate.evaluate(checkpoints, config.stages.eval, workdir)
+  print(f"\n=== demo: sweep of {', '.join(checkpoints)} (cap and extend) ===", flush=True)
+  result = evaluate.evaluate(checkpoints, config.stages.eval, workdir, arms=arms)
   timings["eval"] = time.perf_counter() - t0
   print("\nstage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-  print(f"chance accuracy {result['chance_accuracy']:.1f}%; at each model's sweet spot:")
-  for name, m in result["models"].items():
-    acc = m["accuracy"]
-    print(f"{name:8s} {m['sweet_spot_accuracy'] / result['chance_accuracy']:.2f}x chance; "
-          f"accuracy by budget {[round(a, 1) for a in acc]}  slope "
-          f"{m['slope_per_token']:+.4f} pts/token  95% CI {m['slope_ci']}  sweet spot "
-          f"{m['sweet_spot']}")
+  fixed, chance = result.get("fixed_budget"), result["chance_accuracy"]
+  print(f"chance accuracy {chance:.1f}%; fixed budget {fixed}; natural think tokens "
+        + ", ".join(f"{n} {v:.1f}" for n, v in result.get("natural_think_tokens", {}).items()))
+  for protocol, section in result.get("protocols", {}).items():
+    print(f"\n[{protocol}]")
+    for name, m in section["models"].items():
+      acc = m["fixed_accuracy"]
+      print(f"{name:12s} P({fixed}) {acc:.1f} {m['fixed_ci']} = {acc / chance:.2f}x chance; "
+            f"slope {m['slope_per_token']:+.4f} pts/token {m['slope_ci']}; sweet spot "
+            f"{m['sweet_spot']} {m['sweet_spot_ci']}")
+  for name, per in result.get("comparisons", {}).items():
+    for protocol, c in per.items():
+      print(f"{name} [{protocol}]: slope {c['slope_diff']:+.4f} {c['slope_diff_ci']}, "
+            f"P({fixed}) {c['accuracy_diff']:+.1f} {c['accuracy_diff_ci']}")
+  for arm, comps in result.get("training", {}).items():
+    total = comps.get("total")
+    if total:
+      print(f"training {arm}: reward/total {total['first']:.3f} -> {total['last']:.3f} "
+            f"(change {total['diff']:+.3f}, 95% CI {total['ci']})")
   print(f"\nreport: {root / 'report.md'}")

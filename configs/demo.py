@@ -1,19 +1,48 @@
 r"""The main job (`make demo`): does process reward change how accuracy scales with thinking?
 
-From nothing, on the synthetic audio-reasoning set (count the beeps in a 2 s clip), on 2 CPU
-cores: a tiny Qwen2-Audio-architecture model (~0.5M parameters) is trained from scratch
-with cold-start SFT on reasoning traces (corruptions included), then GRPO runs twice from that
-checkpoint with identical seeds and steps, once with the outcome rewards (accuracy + format,
-the RLVR baseline) and once with CESAR's (accuracy 5, format, consistency, keywords,
-overthinking 1 each; arXiv 2510.20867), and the three models are swept over think budgets
-0..250 (CESAR's protocol) on held-out test items. Output: runs/demo/report.md (+ .json, PNGs).
+From nothing, on the synthetic audio-reasoning set (count the beeps in a 2 s clip, 1 to 5
+beeps, 4 options, chance 25%), on 2 CPU cores: a tiny Qwen2-Audio-architecture model is
+trained from scratch with cold-start SFT on reasoning traces (corruptions included); then GRPO
+runs from that checkpoint once per arm (reward preset) and training seed, the arms paired by
+seed (same data order and sampling keys); then every model is swept over think budgets on
+held-out items under two protocols in the same sampler calls:
+
+* cap (CESAR's L_max, the sampler's "forced"): `</think>` is forced at the budget;
+* extend (s1's budget forcing, arXiv 2501.19393): the cap, and an early `</think>` is replaced
+  by " Wait, let me listen again." (the relisten sentence of the SFT traces) until the
+  budget, so a model thinks exactly L tokens, longer than it would on its own.
+
+Output: WORKDIR/report.md (+ report.json, PNGs): per protocol and model the curve with
+intervals, the natural think length, the sweet spot with its interval, "x chance" at the
+budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus outcome
+(slope, accuracy at the fixed budget) with intervals; whether GRPO moved each reward component.
 
   make demo                                   # = the command below
   python -m cesar_jax.main --config=configs/demo.py --workdir=runs/demo
-  python -m cesar_jax.main --config=configs/demo.py:scale=4 --workdir=runs/demo_x4   # longer
+  python -m cesar_jax.main --config=configs/demo.py:scale=4,seeds=3 --workdir=runs/demo_x4
 
-Budget: about 6 minutes on 2 CPU cores at scale=1 (docs/results.md has the measured times
-and what the curves showed). `scale` multiplies training steps and evaluation items.
+Time at scale=1: 10 min 30 s wall on the project's 2 cores shared with other jobs (load 10-13;
+docs/results.md has the stages and the results).
+
+Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
+seeds per arm; `arms=outcome,cesar` (any presets `cesar_jax.rewards.PRESETS` knows; `+` also
+separates them); `arch=qwen2_audio|omni` (omni: the `tiny_omni` model preset); `seed=S` the
+base seed; `fast=1` a seconds-long variant for tests (few steps, items, budgets).
+
+Hyperparameters and why (the GRPO ones were chosen so that the training reward moves within
+the time; docs/results.md has what they did):
+* SFT: 300 steps x 16 traces, lr 3e-3 (the tiny model needs ~300 steps to count to 5).
+* GRPO: 40 steps x 8 prompts x G = 8 samples (320 prompts, 2,560 completions per run), lr 1e-3,
+  no KL (beta 0, as R1-AQA/CESAR's TRL defaults), clip 0.2, temperature 1, max 64 new tokens.
+  lr: on this SFT checkpoint, outcome arm, seed 0, 40 steps, the outcome reward did not move at
+  lr 1e-4 (change of reward/total from the first to the last fifth -0.018, 95% CI [-0.074,
+  +0.033]) nor 5e-4 (-0.029 [-0.094, +0.035]); at 1e-3 the policy moves measurably (see
+  docs/results.md for which way).
+* Sweep (max new tokens: the largest budget + 64, room for an answer after forced thinking):
+  budgets 0..128 around the SFT model's natural think length (~34 tokens: below it and
+  up to ~4x beyond), K = 4 samples per (item, budget, protocol), 4 unconstrained samples per
+  item for the natural length, temperature 1, 48 test items; the fixed budget 64 (about twice
+  the natural length, named here before any run) for "x chance" and the arm comparison.
 """
 
 import pathlib
@@ -23,34 +52,90 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo
 import ml_collections  # noqa: E402
 
 from cesar_jax import config as config_lib  # noqa: E402
-from configs import eval_scaling, synthetic_tiny  # noqa: E402
+from cesar_jax import rewards  # noqa: E402
+from cesar_jax.models import config as model_config  # noqa: E402
+from configs import common, eval_scaling, synthetic_tiny  # noqa: E402
+
+ARCH_PRESETS = {"qwen2_audio": "tiny", "omni": "tiny_omni"}
+BUDGETS = (0, 16, 32, 48, 64, 96, 128)
+FIXED_BUDGET = 64
+CONTINUATION = " Wait, let me listen again."
+
+
+def _join_lists(arg: str | None) -> str | None:
+  """`arms=outcome,cesar,scale=2` -> `arms=outcome+cesar,scale=2` (a bare word after a list
+  value belongs to it)."""
+  if not arg:
+    return arg
+  parts: list[str] = []
+  for part in (p.strip() for p in arg.split(",")):
+    if part and "=" not in part and parts:
+      parts[-1] += "+" + part
+    elif part:
+      parts.append(part)
+  return ",".join(parts)
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, scale=1, seed=0)
-  s = arg.scale
+  arg = config_lib.parse_arg(_join_lists(arg), scale=1, seed=0, seeds=2, arms="outcome+cesar",
+                             arch="qwen2_audio", fast=0)
+  s, fast = arg.scale, bool(arg.fast)
+  arms = tuple(a for a in str(arg.arms).split("+") if a)
+  unknown = [a for a in arms if a not in rewards.PRESETS]
+  if unknown or not arms or len(set(arms)) != len(arms):
+    raise ValueError(f"demo arms={arg.arms!r}: unknown or repeated reward presets {unknown}; "
+                     f"known: {sorted(rewards.PRESETS)}")
+  if arg.arch not in ARCH_PRESETS:
+    raise ValueError(f"demo arch={arg.arch!r}; choose from {sorted(ARCH_PRESETS)}")
+  if ARCH_PRESETS[arg.arch] not in model_config.PRESETS:
+    raise ValueError(f"demo arch={arg.arch!r} needs the model preset "
+                     f"{ARCH_PRESETS[arg.arch]!r}, which cesar_jax.models.config does not have "
+                     f"(known: {sorted(model_config.PRESETS)})")
+  if s < 1 or arg.seeds < 1:
+    raise ValueError(f"demo scale and seeds must be >= 1, got scale={s}, seeds={arg.seeds}")
   config = ml_collections.ConfigDict()
   config.job = "demo"
   config.seed = arg.seed
+  config.arms = arms
+  config.seeds = arg.seeds
+  config.arch = arg.arch
   config.stages = {}
 
+  sft_steps, grpo_steps = (12, 6) if fast else (300 * s, 40 * s)
+  examples = 64 if fast else 512 * s
   # SFT stage: the tiny model from scratch on traces.
-  config.stages.sft = synthetic_tiny.get_config(f"job=sft,sft_steps={300 * s},examples={512 * s}")
+  config.stages.sft = synthetic_tiny.get_config(
+      f"job=sft,sft_steps={sft_steps},examples={examples}")
 
-  # GRPO stages: identical but for the reward preset.
-  for reward in ("outcome", "cesar"):
-    config.stages[reward] = synthetic_tiny.get_config(
-        f"job=grpo,steps={30 * s},reward={reward},examples={512 * s}")
+  # GRPO stages: one per arm and seed, identical but for the reward preset (and the seed).
+  for arm in arms:
+    for i in range(arg.seeds):
+      stage = synthetic_tiny.get_config(f"job=grpo,steps={grpo_steps},reward={arm},"
+                                        f"examples={examples}")
+      with stage.unlocked():
+        stage.seed = arg.seed + i
+        stage.data.seed = arg.seed + i  # the seed's own prompt order, shared by the arms
+        stage.log_every = 10
+        stage.checkpoint_every = grpo_steps  # only the final one: saves are not free
+        stage.sampling.num_samples = 8
+        stage.optim.lr = 1e-3
+        stage.optim.warmup_steps = min(3, grpo_steps // 2)
+      config.stages[grpo_stage(arm, i)] = stage
 
   # Data section (every training stage): "count the beeps", 1 to 5 of them, so 4 options and
   # chance 25%. The tiny model learns it from scratch in 300 SFT steps (it counts in its trace).
-  for stage in config.stages.values():
+  for name, stage in config.stages.items():
     with stage.unlocked():
       stage.data.question_types = ("count_beeps",)
       stage.data.synthetic.max_count = 5
+      stage.model = common.model(ARCH_PRESETS[arg.arch], max_source_positions=100)
+      if name == "sft":
+        stage.seed = arg.seed
 
-  # Eval stage: CESAR's budget sweep on held-out items of the same kind.
-  config.stages.eval = eval_scaling.get_config(f"num_items={48 * s}")
+  # Eval stage: both protocols, K samples, natural lengths, on held-out items of the same kind.
+  items = 8 if fast else 48 * s
+  config.stages.eval = eval_scaling.get_config(f"num_items={items},samples={2 if fast else 4},"
+                                               "mode=both")
   train_data = config.stages.sft.data
   with config.stages.eval.unlocked():
     for key in ("question_types", "tasks", "chunk_seconds", "n_mels"):
@@ -58,9 +143,18 @@ def get_config(arg=None):
     config.stages.eval.data.synthetic = train_data.synthetic
     config.stages.eval.data.buckets = train_data.buckets
     config.stages.eval.mesh = config.stages.sft.mesh
-
-  for stage in config.stages.values():
-    with stage.unlocked():
-      stage.seed = arg.seed
+    config.stages.eval.seed = arg.seed
+    e = config.stages.eval.eval
+    e.budgets = (0, 8, 32) if fast else BUDGETS
+    e.fixed_budget = 8 if fast else FIXED_BUDGET
+    e.natural_samples = 2 if fast else 4
+    e.continuation = CONTINUATION
+    e.max_new_tokens = max(e.budgets) + 64  # the largest budget, the tags, room for the answer
+    e.items_per_call = 8 if fast else 16
   config.lock()
   return config
+
+
+def grpo_stage(arm: str, seed_index: int) -> str:
+  """The stage (and model, and workdir) name of one GRPO run."""
+  return f"{arm}_s{seed_index}"

@@ -3,9 +3,11 @@ r"""Test-time scaling evaluation: accuracy against the think budget L_max, for t
 Reproduces CESAR's protocol (arXiv 2510.20867, shared/REFERENCES.md): sweep the maximum think
 length L_max from 0 to 250 tokens in steps of 25, accuracy P(L_max) per budget with a 95%
 bootstrap interval over items, the scaling slope (accuracy points per token) with its
-interval, and the sweet spot argmax P. On the synthetic set it also scores perception in each
-reasoning chain against the clip's ground-truth events (MPAR^2's perception decay), without a
-judge.
+interval, and the sweet spot argmax P with its interval. `mode=extend` (or `mode=both`, cap
+and extend in the same sampler calls) adds s1's budget forcing (arXiv 2501.19393): an early
+`</think>` becomes "Wait" until the budget, so models think longer than they would. On the
+synthetic set it also scores perception in each reasoning chain against the clip's
+ground-truth events (MPAR^2's perception decay), without a judge.
 
   python -m cesar_jax.main --config=configs/eval_scaling.py \
       --config.checkpoint=runs/demo/cesar --workdir=runs/eval_cesar
@@ -30,8 +32,14 @@ from cesar_jax.eval import scaling  # noqa: E402
 from configs import common  # noqa: E402
 
 
+PROTOCOLS_OF_MODE = {"forced": ("cap",), "cap": ("cap",), "extend": ("extend",),
+                     "both": ("cap", "extend"), "prompted": ("prompted",)}
+
+
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, data="synthetic", num_items=64, samples=1, mode="forced")
+  if arg.mode not in PROTOCOLS_OF_MODE:
+    raise ValueError(f"eval_scaling mode={arg.mode!r}; choose from {sorted(PROTOCOLS_OF_MODE)}")
   config = common.base(job="eval_scaling")
   config.checkpoint = ""  # a run workdir, or name=DIR,name=DIR
 
@@ -46,9 +54,14 @@ def get_config(arg=None):
   # Eval section.
   config.eval = dict(
       budgets=scaling.CESAR_BUDGETS,  # 0..250 step 25, CESAR's sweep
-      budget_mode=arg.mode,  # forced: the sampler closes <think> at L_max; prompted: in the text
-      num_samples=arg.samples,  # K samples per (item, budget)
-      natural_samples=0,  # > 0: Gema et al.'s natural overthinking with that many samples
+      # cap: the sampler closes <think> at L_max ("forced"); extend: s1 budget forcing (an
+      # early </think> becomes `continuation`); prompted: the budget is in the prompt text.
+      protocols=PROTOCOLS_OF_MODE[arg.mode],
+      continuation=" Wait",  # s1's; extend mode only
+      num_samples=arg.samples,  # K samples per (item, budget, protocol)
+      natural_samples=0,  # > 0: unconstrained samples per item (natural think length; > 1
+      #                     also Gema et al.'s natural overthinking curve)
+      fixed_budget=-1,  # >= 0: report P and "x chance" at this budget (name it in advance)
       items_per_call=16,
       temperature=1.0,
       greedy=False,

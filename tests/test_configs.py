@@ -106,3 +106,26 @@ def test_r1aqa_recipe_has_the_published_values():
   assert c.sampling.max_new_tokens == 256 and c.grpo.advantage == "group" and c.grpo.mu == 1
   assert dict(c.rewards.weights) == {"accuracy": 1.0, "format": 1.0}
   assert c.sampling.budget_mode == "prompted" and c.sampling.think_budget == 0
+
+
+def test_demo_args_arms_seeds_arch_and_fast():
+  c = _load("demo")
+  assert c.arms == ("outcome", "cesar") and c.seeds == 2
+  grpo = sorted(k for k in c.stages if k not in ("sft", "eval"))
+  assert grpo == ["cesar_s0", "cesar_s1", "outcome_s0", "outcome_s1"]
+  # The arms of one seed are paired (same seed, same data order), the seeds differ.
+  assert c.stages.outcome_s1.seed == c.stages.cesar_s1.seed == 1 != c.stages.cesar_s0.seed
+  assert c.stages.outcome_s1.data.seed == 1
+  assert dict(c.stages.outcome_s0.rewards.weights) == {"accuracy": 1.0, "format": 1.0}
+  e = c.stages.eval.eval
+  assert tuple(e.protocols) == ("cap", "extend") and e.num_samples >= 4
+  assert e.fixed_budget in e.budgets and e.max_new_tokens > max(e.budgets)
+  c = _load("demo", "arms=outcome,cesar,seeds=3,scale=2")
+  assert c.seeds == 3 and "cesar_s2" in c.stages
+  assert c.stages.cesar_s2.steps == 2 * _load("demo").stages.cesar_s0.steps
+  assert _load("demo", "arms=cesar+outcome,fast=1").arms == ("cesar", "outcome")
+  bad = (ValueError, flags.IllegalFlagValueError)  # config_flags wraps the config's error
+  with pytest.raises(bad, match="unknown or repeated reward presets \\['nope'\\]"):
+    _load("demo", "arms=outcome,nope")
+  with pytest.raises(bad, match="arch='x'"):
+    _load("demo", "arch=x")

@@ -16,11 +16,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from absl import logging
+from etils import epath
 
 from cesar_jax import metrics as metrics_lib
 from cesar_jax import model_store
 from cesar_jax.data import audio_io, mmar, mmau, synthetic
-from cesar_jax.eval import perception, report, scaling, scoring, sweep
+from cesar_jax.eval import experiment, perception, report, scaling, scoring, sweep
 from cesar_jax.parallel import mesh as mesh_lib
 from cesar_jax.sampling import sampler as sampler_lib
 
@@ -67,75 +68,161 @@ def load_items(data: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def sweep_config(config) -> sweep.SweepConfig:
   e = config.eval
-  return sweep.SweepConfig(budgets=tuple(e.budgets), mode=e.budget_mode,
-                           num_samples=e.num_samples, items_per_call=e.items_per_call,
+  return sweep.SweepConfig(budgets=tuple(e.budgets), protocols=tuple(e.protocols),
+                           num_samples=e.num_samples, natural_samples=int(e.natural_samples),
+                           items_per_call=e.items_per_call,
                            temperature=e.temperature, greedy=e.greedy,
                            n_mels=config.data.n_mels, chunk_seconds=config.data.chunk_seconds,
                            seed=config.seed)
 
 
-def perception_summary(out: sweep.SweepOutput, num_bins: int = 6) -> dict[str, Any] | None:
-  """Perception accuracy (claim precision of a chain) against think length, where known."""
-  has = ~np.isnan(out.perception_precision)
+def perception_summary(out: sweep.SweepOutput, num_bins: int = 6,
+                       rows: np.ndarray | None = None) -> dict[str, Any] | None:
+  """Perception accuracy (claim precision of a chain) against think length, where known.
+
+  rows: bool[N] the rows to use (e.g. one protocol's); None: all.
+  """
+  rows = np.ones(len(out.perception_precision), bool) if rows is None else rows
+  has = ~np.isnan(out.perception_precision) & rows
   if not has.any():
     return None
   lengths = out.results.think_tokens[has]
   curve = perception.accuracy_by_length(lengths, out.perception_precision[has],
                                         num_bins=num_bins)
-  recall = out.perception_recall[~np.isnan(out.perception_recall)]
+  recall = out.perception_recall[~np.isnan(out.perception_recall) & rows]
   return {"bin_centers": curve["bin_centers"], "accuracy": curve["mean"],
           "counts": curve["count"], "precision": float(out.perception_precision[has].mean()),
           "recall": float(recall.mean()) if recall.size else float("nan")}
 
 
+def _fixed_budget(config) -> int | None:
+  fixed = int(config.eval.get("fixed_budget", -1))
+  return None if fixed < 0 else fixed
+
+
 def evaluate_model(name: str, workdir: str, items: Sequence[Mapping[str, Any]], config,
                    mesh=None) -> dict[str, Any]:
-  """Sweeps one trained model; returns the report entry (curve, perception, breakdown...)."""
+  """Sweeps one trained model; returns the report entry (curves per protocol, perception...).
+
+  The entry's "results" ({protocol: SweepResults}) stay in memory for pooling seeds.
+  """
   model, run_config = model_store.restore_model(workdir, mesh=mesh)
   tokenizer = model_store.load_tokenizer("", workdir)
   cfg = sweep_config(config)
+  e = config.eval
   sampler_config = sampler_lib.SamplerConfig.from_tokenizer(
-      tokenizer, max_new_tokens=config.eval.max_new_tokens, budget_mode=cfg.mode,
-      prompt_buckets=tuple(config.data.buckets))
+      tokenizer, max_new_tokens=e.max_new_tokens, budget_mode="forced",
+      prompt_buckets=tuple(config.data.buckets), continuation=e.get("continuation", None))
+  fixed = _fixed_budget(config)
   t0 = time.perf_counter()
   out = sweep.run_sweep(model, tokenizer, items, sampler_config, cfg, mesh=mesh)
-  curve = scaling.scaling_curve(out.results, num_resamples=config.eval.num_resamples,
-                                seed=config.seed)
-  logging.info("%s: swept %d completions in %.1f s; accuracy by budget %s", name,
-               len(out.completions), time.perf_counter() - t0,
-               dict(zip(curve.budgets.tolist(), np.round(curve.accuracy, 1).tolist())))
-  entry: dict[str, Any] = {"curve": curve}
+  curves, results = {}, {}
+  for protocol in cfg.protocols:
+    results[protocol] = out.select(protocol)
+    curves[protocol] = scaling.scaling_curve(results[protocol], num_resamples=e.num_resamples,
+                                             seed=config.seed, fixed_budget=fixed)
+  main = cfg.protocols[0]
+  logging.info("%s: swept %d completions in %.1f s; %s accuracy by budget %s", name,
+               len(out.completions), time.perf_counter() - t0, main,
+               dict(zip(curves[main].budgets.tolist(),
+                        np.round(curves[main].accuracy, 1).tolist())))
+  entry: dict[str, Any] = {"curve": curves[main], "protocols": curves, "results": results,
+                           "answer_rates": {}}
+  for protocol in cfg.protocols:
+    rows = out.mask(protocol)
+    budgets_here = out.results.budget[rows]
+    entry["answer_rates"][protocol] = [
+        float(100 * out.names_option[rows][budgets_here == b].mean())
+        for b in curves[protocol].budgets]
   metrics = pathlib.Path(workdir) / "metrics.jsonl"
   if metrics.is_file() and any(k.startswith("reward/") for row in metrics_lib.read_jsonl(metrics)
                                for k in row):
     entry["metrics"] = str(metrics)  # A GRPO run: its reward components go in the report.
-  if (p := perception_summary(out)) is not None:
-    entry["perception"] = p
-  best = out.results.budget == curve.sweet_spot
-  first = best & (out.results.sample == 0)
+  # Perception on the longest chains there are: extend mode's when swept.
+  chains = "extend" if "extend" in cfg.protocols else main
+  if (p := perception_summary(out, rows=out.mask(chains))) is not None:
+    entry["perception"] = dict(p, protocol=chains)
+  curve = curves[main]
+  at = curve.sweet_spot if fixed is None else fixed
+  first = (results[main].budget == at) & (results[main].sample == 0)
   entry["breakdown"] = scoring.accuracy_breakdown(
-      [items[i] for i in out.results.item[first]], out.results.correct[first],
+      [items[i] for i in results[main].item[first]], results[main].correct[first],
       keys=BREAKDOWN_KEYS)
-  if config.eval.natural_samples:
-    nat_cfg = sweep.SweepConfig(**{**cfg.__dict__, "num_samples": config.eval.natural_samples})
-    nat = sweep.run_sweep(model, tokenizer, items, sampler_config, nat_cfg, budgets=[None],
-                          mesh=mesh)
-    entry["natural_overthinking"] = scaling.natural_overthinking(
-        nat.results.item, nat.results.correct, nat.results.think_tokens,
-        num_resamples=config.eval.num_resamples, seed=config.seed)
+  if cfg.natural_samples:
+    nat = out.select(sweep.NATURAL)
+    entry["natural_think_tokens"] = float(nat.think_tokens.mean())
+    if cfg.natural_samples > 1:
+      entry["natural_overthinking"] = scaling.natural_overthinking(
+          nat.item, nat.correct, nat.think_tokens, num_resamples=e.num_resamples,
+          seed=config.seed)
   del run_config
   return entry
 
 
-def evaluate(checkpoints: Mapping[str, str], config, workdir: str) -> dict[str, Any]:
-  """Sweeps every named model on the same items and writes one report into `workdir`."""
+def experiment_summary(entries: Mapping[str, Mapping[str, Any]],
+                       arms: Mapping[str, Sequence[str]], config) -> dict[str, Any]:
+  """Seeds pooled per arm, arm comparisons (each arm minus the first) and training moves.
+
+  arms: {arm: [model names, one per training seed]}; the first arm is the baseline.
+  """
+  e = config.eval
+  fixed = _fixed_budget(config)
+  protocols = list(next(iter(entries.values()))["protocols"])
+  seeds: dict[str, Any] = {}
+  for arm, names in arms.items():
+    missing = [n for n in names if n not in entries]
+    if missing:
+      raise KeyError(f"arm {arm!r}: models {missing} were not evaluated")
+    seeds[arm] = {"models": list(names), "protocols": {}}
+    for p in protocols:
+      pooled = scaling.pooled_curve([entries[n]["results"][p] for n in names],
+                                    num_resamples=e.num_resamples, seed=config.seed,
+                                    fixed_budget=fixed)
+      per = [entries[n]["protocols"][p] for n in names]
+      seeds[arm]["protocols"][p] = {
+          "slope_per_token": [c.slope_per_token for c in per],
+          "slope_ci": [list(c.slope_ci) for c in per],
+          "accuracy_at_fixed": [c.fixed_accuracy for c in per],
+          "pooled": pooled,
+      }
+  comparisons: dict[str, Any] = {}
+  names = list(arms)
+  if fixed is not None:
+    for other in names[1:]:
+      comparisons[f"{other}_minus_{names[0]}"] = {
+          p: experiment.compare_arms(
+              [entries[n]["results"][p] for n in arms[names[0]]],
+              [entries[n]["results"][p] for n in arms[other]], fixed_budget=fixed,
+              num_resamples=e.num_resamples, seed=config.seed)
+          for p in protocols}
+  training = {}
+  for arm, arm_names in arms.items():
+    files = [entries[n]["metrics"] for n in arm_names if "metrics" in entries[n]]
+    if files:
+      training[arm] = experiment.training_summary(files, num_resamples=e.num_resamples,
+                                                  seed=config.seed)
+  return {"seeds": seeds, "comparisons": comparisons, "training": training,
+          "fixed_budget": fixed}
+
+
+def evaluate(checkpoints: Mapping[str, str], config, workdir: str,
+             arms: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+  """Sweeps every named model on the same items and writes one report into `workdir`.
+
+  arms: optional {arm: [model names]} (GRPO seeds of one reward preset) for the pooled
+  curves, the comparisons and the training summary.
+  """
   mesh = mesh_lib.make_mesh(tuple(config.mesh.shape), mesh_lib.MESH_AXES)
   items = load_items(config.data)
   logging.info("evaluating %d models on %d items (%s)", len(checkpoints), len(items),
                config.data.name)
   entries = {name: evaluate_model(name, path, items, config, mesh)
              for name, path in checkpoints.items()}
-  return report.write_report(workdir, entries, chance_accuracy=chance_accuracy(items))
+  summary = experiment_summary(entries, arms, config) if arms else None
+  for entry in entries.values():
+    entry.pop("results")
+  return report.write_report(workdir, entries, chance_accuracy=chance_accuracy(items),
+                             experiment=summary)
 
 
 def chance_accuracy(items: Sequence[Mapping[str, Any]]) -> float:
@@ -148,4 +235,5 @@ def run(config, workdir: str) -> None:
   for name, m in result["models"].items():
     logging.info("%s: slope %+.4f points/token (95%% CI %s), sweet spot %s", name,
                  m["slope_per_token"] or float("nan"), m["slope_ci"], m["sweet_spot"])
-  print(f"report: {pathlib.Path(workdir) / 'report.md'}")
+  if jax.process_index() == 0:
+    print(f"report: {epath.Path(workdir) / 'report.md'}")

@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from etils import epath
 from matplotlib.figure import Figure
 
 _DPI = 130
@@ -34,9 +35,11 @@ def _colors(n: int) -> list[Any]:
 
 
 def _save(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
-  if path is not None:
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+  if path is not None:  # through epath: a gs:// workdir works
+    path = epath.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+      fig.savefig(f, format="png", dpi=_DPI, bbox_inches="tight")
   return fig
 
 
@@ -71,6 +74,34 @@ def plot_scaling_curves(
   ax.legend(fontsize=8, loc="best")
   ax.text(0.99, 0.01, "shaded: 95% bootstrap interval over items", transform=ax.transAxes,
           ha="right", va="bottom", fontsize=7, color="dimgray")
+  return _save(fig, path)
+
+
+def plot_accuracy_vs_tokens(
+    curves_by_protocol: Mapping[str, Mapping[str, Any]],
+    path: str | os.PathLike[str] | None = None,
+    title: str = "Accuracy vs think tokens actually used",
+) -> Figure:
+  """Accuracy against the mean think tokens used at each budget (Gema et al.'s x-axis): one
+  color per model, one line style per protocol, 95% intervals as error bars."""
+  fig = Figure(figsize=(7.5, 4.8))
+  ax = fig.add_subplot()
+  names = list(dict.fromkeys(n for pc in curves_by_protocol.values() for n in pc))
+  colors = dict(zip(names, _colors(len(names))))
+  styles = ["-", "--", ":", "-."]
+  for (protocol, pc), style in zip(curves_by_protocol.items(), styles * 4):
+    for name, curve in pc.items():
+      x = np.asarray(_get(curve, "mean_think_tokens"), float)
+      y = np.asarray(_get(curve, "accuracy"), float)
+      err = np.stack([y - np.asarray(_get(curve, "ci_low"), float),
+                      np.asarray(_get(curve, "ci_high"), float) - y]).clip(min=0)
+      ax.errorbar(x, y, yerr=err, fmt="o" + style, color=colors[name], lw=1.6, ms=3, capsize=2,
+                  alpha=0.9, label=f"{name} ({protocol})")
+  ax.set_xlabel("mean think tokens used")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="best", ncol=2)
   return _save(fig, path)
 
 
@@ -162,7 +193,7 @@ def plot_natural_overthinking(
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
   """Rows of a metrics.jsonl (one JSON object with `step` per line); errors name file and line."""
   rows = []
-  with open(path, encoding="utf-8") as f:
+  with epath.Path(path).open() as f:
     for line_number, line in enumerate(f, 1):
       if not line.strip():
         continue

@@ -7,10 +7,18 @@
 
 report.json layout: {"models": {name: {budgets, accuracy, ci_low, ci_high,
 mean_think_tokens, slope_per_token, slope_ci, intercept, slope_per_log_token, slope_log_ci,
-slope_per_used_token, sweet_spot, sweet_spot_accuracy, num_items, samples_per_item,
-confidence, num_resamples, [perception], [natural_overthinking], [breakdown]}},
-"figures": {kind: file name}, "units": {...}}. Accuracies are in percent, perception figures
-are fractions in [0, 1]. NaN (an undefined slope) is written as null.
+slope_per_used_token, slope_used_ci, sweet_spot, sweet_spot_ci, sweet_spot_accuracy,
+fixed_budget, fixed_accuracy, fixed_ci, num_items, samples_per_item, confidence,
+num_resamples, num_seeds, [natural_think_tokens], [perception], [natural_overthinking],
+[breakdown]}}, "protocols": {PROTOCOL: {"models": {name: the same curve fields}}} (when the
+entries have "protocols"; the top-level "models" hold the first protocol's),
+"natural_think_tokens": {name: tokens}, and with `experiment`
+(`evaluate.experiment_summary`): "seeds" {ARM: {models, protocols: {PROTOCOL:
+{slope_per_token [per seed], slope_ci, accuracy_at_fixed, pooled}}}}, "comparisons"
+{"B_minus_A": {PROTOCOL: {slope_diff, slope_diff_ci, accuracy_diff, accuracy_diff_ci,
+fixed_budget}}}, "training" {ARM: {COMPONENT: {first, last, diff, ci, first_ci, last_ci,
+per_seed}}}, "fixed_budget"; then "figures": {kind: file name}, "units". Accuracies are in
+percent, perception figures are fractions in [0, 1]. NaN (an undefined slope) is null.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import os
 import re
 from typing import Any, Mapping
 
+import jax
 import numpy as np
+from etils import epath
 
 from cesar_jax.eval import plots
 from cesar_jax.eval import scaling
@@ -64,7 +74,9 @@ def normalize_perception(perception: Any, model: str) -> dict[str, Any]:
                      "differ in length")
   for name in ("precision", "recall"):
     out[name] = float(out[name])
-  values = np.array(out["accuracy"] + [out["precision"], out["recall"]], float)
+  if "protocol" in source:
+    out["protocol"] = str(source["protocol"])
+  values = np.array(list(out["accuracy"]) + [out["precision"], out["recall"]], float)
   if np.any(values[np.isfinite(values)] > 1.0) or np.any(values < 0.0):
     raise ValueError(f"perception figures of model {model!r} must be fractions in [0, 1]")
   return out
@@ -77,7 +89,8 @@ def _entry(name: str, value: Any) -> dict[str, Any]:
   if not isinstance(value, Mapping) or "curve" not in value:
     raise ValueError(f"model {name!r}: expected a ScalingCurve or a dict with a 'curve' key, "
                      f"got {type(value).__name__}")
-  unknown = set(value) - {"curve", "perception", "metrics", "natural_overthinking", "breakdown"}
+  unknown = set(value) - {"curve", "perception", "metrics", "natural_overthinking", "breakdown",
+                          "protocols", "natural_think_tokens", "answer_rates"}
   if unknown:
     raise ValueError(f"model {name!r}: unknown report keys {sorted(unknown)}")
   entry = dict(value)
@@ -111,33 +124,142 @@ def _fmt(x: Any, digits: int = 2, signed: bool = False) -> str:
   return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _markdown(models: Mapping[str, dict[str, Any]], figures: Mapping[str, str],
-              chance_accuracy: float | None = None) -> str:
+def _ci(ci: Any, digits: int = 2, signed: bool = False) -> str:
+  if ci is None:
+    return "[n/a]"
+  return f"[{_fmt(ci[0], digits, signed)}, {_fmt(ci[1], digits, signed)}]"
+
+
+def _protocol_label(protocol: str) -> str:
+  return {"cap": "cap (CESAR's L_max: `</think>` forced at the budget)",
+          "extend": "extend (s1 budget forcing: an early `</think>` becomes the continuation, "
+                    "so the model thinks exactly L tokens)",
+          "prompted": "prompted (the budget is stated in the prompt only)"}.get(protocol, protocol)
+
+
+def _curve_table(models: Mapping[str, Mapping[str, Any]], chance: float | None,
+                 natural: Mapping[str, Any]) -> list[str]:
+  fixed = next(iter(models.values())).get("fixed_budget")
+  head = "| model | items × samples | natural think | P(L_min) |"
+  if fixed is not None:
+    head += f" P({fixed}) [95% CI] | × chance at {fixed} | answers naming an option at {fixed} |"
+  head += (" L* [95% CI] | P(L*) | β (pts/token) [95% CI] | β per used token [95% CI] |"
+           " think tokens used at L_max |")
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for name, m in models.items():
+    row = (f"| {name} | {m['num_items']} × {m['samples_per_item']} | "
+           f"{_fmt(natural.get(name), 1)} | {_fmt(m['accuracy'][0], 1)} |")
+    if fixed is not None:
+      ratio = (None if chance is None or m.get("fixed_accuracy") is None
+               else m["fixed_accuracy"] / chance)
+      rate = (m["answer_rate"][list(m["budgets"]).index(fixed)]
+              if m.get("answer_rate") and fixed in m["budgets"] else None)
+      row += (f" {_fmt(m.get('fixed_accuracy'), 1)} {_ci(m.get('fixed_ci'), 1)} | {_fmt(ratio)} |"
+              f" {_fmt(rate, 1)}{'%' if rate is not None else ''} |")
+    spot_ci = m.get("sweet_spot_ci") or [None, None]
+    row += (f" {m['sweet_spot']} [{spot_ci[0]}, {spot_ci[1]}] | {_fmt(m['sweet_spot_accuracy'], 1)} | "
+            f"{_fmt(m['slope_per_token'], 4, True)} {_ci(m['slope_ci'], 4, True)} | "
+            f"{_fmt(m['slope_per_used_token'], 4, True)} {_ci(m.get('slope_used_ci'), 4, True)} | "
+            f"{_fmt(m['mean_think_tokens'][-1], 1)} |")
+    lines.append(row)
+  return lines
+
+
+def _experiment_md(report: Mapping[str, Any]) -> list[str]:
+  lines: list[str] = []
+  fixed = report.get("fixed_budget")
+  seeds = report.get("seeds") or {}
+  if seeds:
+    lines += ["## GRPO arms pooled over training seeds", "",
+              "Pooled P(L): the mean over seeds of each seed's curve; intervals: two-level "
+              "bootstrap (seeds, then items). With few seeds the seed level is coarse.", ""]
+    for protocol in next(iter(seeds.values()))["protocols"]:
+      lines += [f"### {protocol}", "",
+                f"| arm | seeds | β per seed | pooled β [95% CI] | P({fixed}) per seed | "
+                f"pooled P({fixed}) [95% CI] | pooled L* [95% CI] |", "|---|---|---|---|---|---|---|"]
+      for arm, s in seeds.items():
+        p = s["protocols"][protocol]
+        pooled = p["pooled"]
+        spot = pooled.get("sweet_spot_ci") or [None, None]
+        lines.append(
+            f"| {arm} | {len(s['models'])} | "
+            f"{', '.join(_fmt(v, 4, True) for v in p['slope_per_token'])} | "
+            f"{_fmt(pooled['slope_per_token'], 4, True)} {_ci(pooled['slope_ci'], 4, True)} | "
+            f"{', '.join(_fmt(v, 1) for v in p['accuracy_at_fixed'])} | "
+            f"{_fmt(pooled.get('fixed_accuracy'), 1)} {_ci(pooled.get('fixed_ci'), 1)} | "
+            f"{pooled['sweet_spot']} [{spot[0]}, {spot[1]}] |")
+      lines.append("")
+  comparisons = report.get("comparisons") or {}
+  if comparisons:
+    lines += ["## Comparisons", "",
+              "Arm minus baseline arm, pooled over each arm's seeds; intervals: bootstrap with "
+              "the items resampled once for both arms (paired: same test items) and each arm's "
+              f"seeds resampled on their own. Accuracy difference at the fixed budget {fixed} "
+              "(named before the run, not the max).", "",
+              "| comparison | protocol | β difference (pts/token) [95% CI] | "
+              f"P({fixed}) difference (pts) [95% CI] |", "|---|---|---|---|"]
+    for name, per in comparisons.items():
+      for protocol, c in per.items():
+        lines.append(f"| {name} | {protocol} | {_fmt(c['slope_diff'], 4, True)} "
+                     f"{_ci(c['slope_diff_ci'], 4, True)} | {_fmt(c['accuracy_diff'], 1, True)} "
+                     f"{_ci(c['accuracy_diff_ci'], 1, True)} |")
+    lines.append("")
+  training = report.get("training") or {}
+  if training:
+    lines += ["## Did GRPO move the policy?", "",
+              "Per arm and training-reward component: the mean over the first and the last fifth "
+              "of GRPO steps (averaged over seeds), and the change with a 95% bootstrap interval "
+              "(steps resampled within each fifth). A change whose interval excludes 0 moved.",
+              "", "| arm | component | first fifth | last fifth | change [95% CI] |",
+              "|---|---|---|---|---|"]
+    for arm, comps in training.items():
+      for comp, t in comps.items():
+        lines.append(f"| {arm} | {comp} | {_fmt(t['first'], 3)} | {_fmt(t['last'], 3)} | "
+                     f"{_fmt(t['diff'], 3, True)} {_ci(t['ci'], 3, True)} |")
+    lines.append("")
+  return lines
+
+
+def _markdown(report: Mapping[str, Any]) -> str:
+  models, figures = report["models"], report["figures"]
+  chance_accuracy = report.get("chance_accuracy")
+  natural = report.get("natural_think_tokens") or {}
+  protocols = report.get("protocols") or {"cap": {"models": models}}
   first = next(iter(models.values()))
   chance = ("" if chance_accuracy is None else
             f" Chance (uniform guess among each item's options): {chance_accuracy:.1f}%.")
   lines = [
       "# Test-time scaling report", "",
-      f"Accuracy P(L_max) in percent: mean over items of each item's accuracy over its samples; "
-      f"{first['confidence']:.0%} intervals: percentile bootstrap over items "
-      f"({first['num_resamples']} resamples). β: least-squares slope of P on L_max "
-      f"(accuracy points per token); β_log: slope on log(1 + L_max), so L_max = 0 sits at 0. "
-      f"L*: the budget of highest accuracy (smallest on ties).{chance}", "",
-      "| model | items × samples | P(L_min) | L* | P(L*) | β (pts/token) [95% CI] | β_log | think tokens at L_max |",
-      "|---|---|---|---|---|---|---|---|",
+      f"Accuracy P(L) in percent at think budget L: mean over items of each item's accuracy "
+      f"over its samples; {first['confidence']:.0%} intervals: percentile bootstrap over items "
+      f"({first['num_resamples']} resamples). β: least-squares slope of P on L (accuracy "
+      f"points per token); β per used token: the slope on the mean think tokens actually used "
+      f"(Gema et al.'s x-axis). Answers naming an option: the share of completions whose last "
+      f"`<answer>` is one of the item's options at all (below-chance accuracy with a low share "
+      f"is a broken answer format, not wrong counting). L*: the budget of highest accuracy, "
+      f"with the interval of L* "
+      f"over resamples (a wide one means the curve is flat within noise). Natural think: "
+      f"mean think tokens of unconstrained samples.{chance}", "",
   ]
-  for name, m in models.items():
-    ci = m["slope_ci"]
-    lines.append(
-        f"| {name} | {m['num_items']} × {m['samples_per_item']} | {_fmt(m['accuracy'][0])} | "
-        f"{m['sweet_spot']} | {_fmt(m['sweet_spot_accuracy'])} | "
-        f"{_fmt(m['slope_per_token'], 4, True)} [{_fmt(ci[0], 4, True)}, {_fmt(ci[1], 4, True)}] | "
-        f"{_fmt(m['slope_per_log_token'], 2, True)} | {_fmt(m['mean_think_tokens'][-1], 1)} |")
-  lines += ["", "## Accuracy vs think budget", "", f"![accuracy vs budget]({figures['scaling']})", "",
-            "## Scaling slopes", "", f"![slopes]({figures['slopes']})", ""]
+  for protocol, section in protocols.items():
+    lines += [f"## Protocol: {_protocol_label(protocol)}", ""]
+    lines += _curve_table(section["models"], chance_accuracy, natural)
+    key = "scaling" if f"scaling/{protocol}" not in figures else f"scaling/{protocol}"
+    lines += ["", f"![accuracy vs budget, {protocol}]({figures[key]})", ""]
+  if "vs_think_tokens" in figures:
+    lines += ["## Accuracy vs think tokens used", "",
+              "x: the mean think tokens actually used at each budget (cap: solid, extend: dashed).",
+              "", f"![accuracy vs think tokens]({figures['vs_think_tokens']})", ""]
+  lines += _experiment_md(report)
+  lines += ["## Scaling slopes", "", f"![slopes]({figures['slopes']})", ""]
   with_perception = {n: m["perception"] for n, m in models.items() if "perception" in m}
   if with_perception:
-    lines += ["## Perception", "", "| model | precision | recall |", "|---|---|---|"]
+    chains = {p.get("protocol") for p in with_perception.values()} - {None}
+    where = f" (on {', '.join(sorted(chains))}-protocol chains)" if chains else ""
+    lines += [f"## Perception{where}", "",
+              "Precision: the fraction of a chain's claims about the audio that hold for the "
+              "clip's true events (judge-free); recall: true events described.", "",
+              "| model | precision | recall |", "|---|---|---|"]
     pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # None: no chain made a claim.
     lines += [f"| {n} | {pct(p['precision'])} | {pct(p['recall'])} |"
               for n, p in with_perception.items()]
@@ -164,32 +286,62 @@ def _markdown(models: Mapping[str, dict[str, Any]], figures: Mapping[str, str],
 
 
 def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
-                 chance_accuracy: float | None = None) -> dict[str, Any]:
+                 chance_accuracy: float | None = None,
+                 experiment: Mapping[str, Any] | None = None) -> dict[str, Any]:
   """Writes report.json, report.md and PNG figures into `workdir`; returns the report dict.
 
   Args:
     workdir: output folder (created).
     models: name -> a `ScalingCurve` (or `SweepResults`, turned into one), or a dict with
-      "curve" and optionally "perception" (see `normalize_perception`), "metrics" (path of a
-      metrics.jsonl, for reward curves), "natural_overthinking" (a `RankCurve`) and
-      "breakdown" (from `scoring.accuracy_breakdown`).
+      "curve" and optionally "protocols" ({protocol: ScalingCurve}), "natural_think_tokens",
+      "perception" (see `normalize_perception`), "metrics" (path of a metrics.jsonl, for
+      reward curves), "natural_overthinking" (a `RankCurve`) and "breakdown" (from
+      `scoring.accuracy_breakdown`).
     chance_accuracy: accuracy (%) of guessing uniformly among each item's options, if known.
+    experiment: `evaluate.experiment_summary`'s seeds / comparisons / training / fixed_budget.
   """
   if not models:
     raise ValueError("write_report needs at least one model")
-  workdir = os.fspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  # Every process builds the report (a multi-host sweep gathers all rows everywhere); process
+  # 0 writes it, through epath (a gs:// workdir works).
+  chief = jax.process_index() == 0
+  workdir = epath.Path(workdir)
+  if chief:
+    workdir.mkdir(parents=True, exist_ok=True)
+
+  def out(name: str):
+    return workdir / name if chief else None
+
   entries = {name: _entry(name, value) for name, value in models.items()}
   curves = {name: e["curve"] for name, e in entries.items()}
+  by_protocol: dict[str, dict[str, Any]] = {}
+  for name, e in entries.items():
+    for protocol, curve in (e.get("protocols") or {}).items():
+      by_protocol.setdefault(protocol, {})[name] = curve
 
   figures = {"scaling": "accuracy_vs_budget.png", "slopes": "slopes.png"}
-  plots.plot_scaling_curves(curves, os.path.join(workdir, figures["scaling"]))
-  plots.plot_slopes(curves, os.path.join(workdir, figures["slopes"]))
+  first_protocol = next(iter(by_protocol), None)
+  plots.plot_scaling_curves(curves, out(figures["scaling"]),
+                            title="Accuracy vs think budget" +
+                            (f" ({first_protocol})" if first_protocol else ""))
+  for protocol, pc in list(by_protocol.items())[1:]:
+    file = f"accuracy_vs_budget_{_slug(protocol)}.png"
+    plots.plot_scaling_curves(pc, out(file),
+                              title=f"Accuracy vs think budget ({protocol})")
+    figures[f"scaling/{protocol}"] = file
+  if first_protocol is not None:
+    figures[f"scaling/{first_protocol}"] = figures["scaling"]
+    figures["vs_think_tokens"] = "accuracy_vs_think_tokens.png"
+    plots.plot_accuracy_vs_tokens(by_protocol, out(figures["vs_think_tokens"]))
+  plots.plot_slopes(curves, out(figures["slopes"]))
 
   report_models: dict[str, dict[str, Any]] = {}
   perception: dict[str, dict[str, Any]] = {}  # NaN for empty bins (plots); None in the JSON.
+  natural_tokens: dict[str, Any] = {}
   for name, e in entries.items():
     m = _jsonable(e["curve"])
+    if "natural_think_tokens" in e:
+      natural_tokens[name] = m["natural_think_tokens"] = _jsonable(float(e["natural_think_tokens"]))
     if "perception" in e:
       perception[name] = normalize_perception(e["perception"], name)
       m["perception"] = _jsonable(perception[name])
@@ -201,29 +353,37 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
 
   if perception:
     figures["perception"] = "perception_vs_think_length.png"
-    plots.plot_perception(perception, os.path.join(workdir, figures["perception"]))
+    plots.plot_perception(perception, out(figures["perception"]))
   natural = {n: e["natural_overthinking"] for n, e in entries.items() if "natural_overthinking" in e}
   if natural:
     figures["natural_overthinking"] = "natural_overthinking.png"
-    plots.plot_natural_overthinking(natural, os.path.join(workdir, figures["natural_overthinking"]))
+    plots.plot_natural_overthinking(natural, out(figures["natural_overthinking"]))
   for name, e in entries.items():
     if e.get("metrics") is not None:
-      if not os.path.exists(e["metrics"]):
+      if not epath.Path(e["metrics"]).exists():
         raise FileNotFoundError(f"metrics file of model {name!r} not found: {e['metrics']}")
       file = f"rewards_{_slug(name)}.png"
-      plots.plot_rewards(e["metrics"], os.path.join(workdir, file), title=f"{name}: reward components")
+      plots.plot_rewards(e["metrics"], out(file), title=f"{name}: reward components")
       figures[f"rewards/{name}"] = file
 
-  report = {
-      "chance_accuracy": chance_accuracy,
-      "models": report_models,
-      "figures": figures,
-      "units": {"accuracy": "percent", "slope_per_token": "accuracy points per token",
-                "slope_per_log_token": "accuracy points per unit of log(1 + L_max)",
-                "perception": "fractions in [0, 1]"},
-  }
-  with open(os.path.join(workdir, "report.json"), "w", encoding="utf-8") as f:
-    json.dump(report, f, indent=2, allow_nan=False)
-  with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-    f.write(_markdown(report_models, figures, chance_accuracy))
+  report: dict[str, Any] = {"chance_accuracy": chance_accuracy, "models": report_models}
+  if by_protocol:
+    report["protocols"] = {p: {"models": _jsonable(pc)} for p, pc in by_protocol.items()}
+    for name, e in entries.items():
+      for protocol, rates in (e.get("answer_rates") or {}).items():
+        report["protocols"][protocol]["models"][name]["answer_rate"] = _jsonable(list(rates))
+  if natural_tokens:
+    report["natural_think_tokens"] = natural_tokens
+  if experiment:
+    for key in ("seeds", "comparisons", "training", "fixed_budget"):
+      report[key] = _jsonable(experiment.get(key))
+  report["figures"] = figures
+  report["units"] = {"accuracy": "percent", "slope_per_token": "accuracy points per token",
+                     "slope_per_log_token": "accuracy points per unit of log(1 + L_max)",
+                     "perception": "fractions in [0, 1]",
+                     "training": "per-step batch means of each reward component"}
+  text = json.dumps(report, indent=2, allow_nan=False)
+  if chief:
+    (workdir / "report.json").write_text(text)
+    (workdir / "report.md").write_text(_markdown(report))
   return report

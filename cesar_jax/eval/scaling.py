@@ -8,13 +8,17 @@ token, as CESAR reports them.
 Bootstrap: items are resampled with replacement (the unit of variation is the question, not
 the sample), the same resamples for every budget and for the slopes. A resample of n items is
 drawn as multinomial counts c[r, i] (how often item i is drawn in resample r), so every
-statistic of every resample is one matrix product, with no Python loop over resamples.
+statistic of every resample is one matrix product, with no Python loop over resamples. Curves
+pooled over training seeds (`pooled_curve`: S runs of one recipe swept on the same items)
+resample seeds too, with counts d[r, s]: two levels, seeds then items, so the interval holds
+both sources of variation (with 2 seeds the seed level is coarse; the report says how many).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+import warnings
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -96,6 +100,12 @@ class ScalingCurve:
   slope_per_used_token: the fit against mean think tokens actually used (Gema et al.).
   *_ci: bootstrap percentile interval of the slope (same item resamples as the curve).
   sweet_spot: L* = argmax_L P(L), the smallest such budget on ties.
+  sweet_spot_ci: percentile interval of L* over the bootstrap resamples (budgets), so a flat
+    curve shows as a wide interval rather than as the max of noisy points.
+  fixed_budget / fixed_accuracy / fixed_ci: P at a budget named in advance (None if not
+    asked), with its interval.
+  slope_used_ci: interval of `slope_per_used_token` (x = mean think tokens of the resample).
+  num_seeds: training runs pooled (1: one model).
   """
 
   budgets: np.ndarray  # int[Bu]
@@ -115,6 +125,12 @@ class ScalingCurve:
   samples_per_item: int
   confidence: float
   num_resamples: int
+  slope_used_ci: tuple[float, float] = (float("nan"), float("nan"))
+  sweet_spot_ci: tuple[float, float] = (float("nan"), float("nan"))
+  fixed_budget: int | None = None
+  fixed_accuracy: float | None = None
+  fixed_ci: tuple[float, float] | None = None
+  num_seeds: int = 1
 
   def to_dict(self) -> dict[str, Any]:
     """JSON-ready dict (lists and floats)."""
@@ -123,6 +139,7 @@ class ScalingCurve:
       value = getattr(self, f.name)
       out[f.name] = value.tolist() if isinstance(value, np.ndarray) else (
           [float(v) for v in value] if isinstance(value, tuple) else value)
+    out["sweet_spot_ci"] = [int(v) if np.isfinite(v) else None for v in self.sweet_spot_ci]
     return out
 
 
@@ -141,6 +158,12 @@ def bootstrap_means(values: np.ndarray, num_resamples: int, seed: int) -> np.nda
 def _percentile_interval(stats: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
   """Percentile interval over axis 0 of f64[R, ...]; NaN-safe."""
   alpha = 100.0 * (1.0 - confidence) / 2.0
+  stats = np.asarray(stats, float)
+  if np.isnan(stats).all(axis=0).any():  # an undefined statistic (e.g. a flat x): NaN, quietly
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      return (np.nanpercentile(stats, alpha, axis=0),
+              np.nanpercentile(stats, 100.0 - alpha, axis=0))
   return np.nanpercentile(stats, alpha, axis=0), np.nanpercentile(stats, 100.0 - alpha, axis=0)
 
 
@@ -163,26 +186,87 @@ def sweet_spot(budgets: np.ndarray, accuracy: np.ndarray, atol: float = 1e-9) ->
   return int(np.asarray(budgets)[np.flatnonzero(accuracy >= accuracy.max() - atol)[0]])
 
 
+def item_grid(results: SweepResults) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+  """(items [I], budgets [Bu], item accuracy f64[I, Bu] in %, item mean think tokens f64[I, Bu],
+  max samples per cell): each item's mean over its K samples."""
+  items, budgets, correct, tokens, mask = results.grid()
+  count = mask.sum(-1)
+  return (items, budgets, 100.0 * correct.sum(-1) / count, tokens.sum(-1) / count,
+          int(count.max()))
+
+
+def stack_seeds(runs: Sequence[SweepResults]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+  """S sweeps of one recipe (one per training seed) on the same items and budgets ->
+  (budgets [Bu], accuracy f64[S, I, Bu], tokens f64[S, I, Bu], samples per item)."""
+  if not runs:
+    raise ValueError("stack_seeds needs at least one sweep")
+  grids = [item_grid(r) for r in runs]
+  items, budgets = grids[0][0], grids[0][1]
+  for s, g in enumerate(grids[1:], 1):
+    if not (np.array_equal(g[0], items) and np.array_equal(g[1], budgets)):
+      raise ValueError(f"sweep {s} has items/budgets {g[0].tolist()[:5]}.../{g[1].tolist()} "
+                       f"unlike sweep 0 ({items.tolist()[:5]}.../{budgets.tolist()}): pooled "
+                       "seeds must be swept on the same items and budgets")
+  return (budgets, np.stack([g[2] for g in grids]), np.stack([g[3] for g in grids]),
+          max(g[4] for g in grids))
+
+
+def resample_counts(num_items: int, num_seeds: int, num_resamples: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(item counts int[R, I], seed counts int[R, S]); one seed: counts of 1 (nothing to draw)."""
+  items = bootstrap_counts(num_items, num_resamples, seed)
+  seeds = (np.ones((num_resamples, 1), np.int64) if num_seeds == 1
+           else bootstrap_counts(num_seeds, num_resamples, seed + 7919))
+  return items, seeds
+
+
+def resampled_means(values: np.ndarray, item_counts: np.ndarray,
+                    seed_counts: np.ndarray) -> np.ndarray:
+  """f64[R, Bu]: mean over seeds and items of `values` [S, I, Bu] under each two-level resample."""
+  s, i = values.shape[:2]
+  return np.einsum("rs,ri,sib->rb", seed_counts, item_counts, values, optimize=True) / (s * i)
+
+
+def slopes_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Least-squares slope of each row y[r] on x[r] (f64[R, n] each, or x [n]); NaN if x is flat."""
+  x = np.broadcast_to(np.asarray(x, float), np.shape(y))
+  dx = x - x.mean(-1, keepdims=True)
+  ss = np.sum(dx * dx, -1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(ss > 0, np.sum(dx * (y - y.mean(-1, keepdims=True)), -1) / ss, np.nan)
+
+
 def scaling_curve(
     results: SweepResults,
     num_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    fixed_budget: int | None = None,
 ) -> ScalingCurve:
   """Per-budget accuracy P(L_max) with bootstrap intervals over items, slopes, sweet spot.
 
   P(L) is the mean over items of the per-item mean over its K samples (items weigh the same
   whatever their K). Mean think tokens are averaged the same way.
   """
-  _, budgets, correct, tokens, mask = results.grid()
-  count = mask.sum(-1)  # [I, Bu]
-  item_acc = 100.0 * correct.sum(-1) / count  # f64[I, Bu]
-  item_tokens = tokens.sum(-1) / count  # f64[I, Bu]
-  num_items = item_acc.shape[0]
+  return pooled_curve([results], num_resamples, seed, confidence, fixed_budget)
 
-  accuracy = item_acc.mean(0)
-  mean_tokens = item_tokens.mean(0)
-  boot_acc = bootstrap_means(item_acc, num_resamples, seed)  # [R, Bu]
+
+def pooled_curve(
+    runs: Sequence[SweepResults],
+    num_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    fixed_budget: int | None = None,
+) -> ScalingCurve:
+  """`scaling_curve` of S training seeds of one recipe pooled: P(L) is the mean over seeds of
+  the seeds' P(L); intervals from the two-level bootstrap (seeds, then items)."""
+  budgets, acc, tok, k = stack_seeds(runs)
+  num_seeds, num_items = acc.shape[:2]
+  item_counts, seed_counts = resample_counts(num_items, num_seeds, num_resamples, seed)
+  accuracy = acc.mean((0, 1))
+  mean_tokens = tok.mean((0, 1))
+  boot_acc = resampled_means(acc, item_counts, seed_counts)  # [R, Bu]
+  boot_tok = resampled_means(tok, item_counts, seed_counts)
   ci_low, ci_high = _percentile_interval(boot_acc, confidence)
 
   x = budgets.astype(float)
@@ -190,10 +274,25 @@ def scaling_curve(
   slope, intercept = linear_slope(x, accuracy)
   slope_log, _ = linear_slope(log_x, accuracy)
   slope_used, _ = linear_slope(mean_tokens, accuracy)
-  boot_slope, _ = linear_slope(x, boot_acc)
-  boot_slope_log, _ = linear_slope(log_x, boot_acc)
-  slope_ci = _percentile_interval(boot_slope, confidence) if len(budgets) > 1 else (np.nan, np.nan)
-  slope_log_ci = _percentile_interval(boot_slope_log, confidence) if len(budgets) > 1 else (np.nan, np.nan)
+  nan2 = (np.nan, np.nan)
+  several = len(budgets) > 1
+  slope_ci = _percentile_interval(linear_slope(x, boot_acc)[0], confidence) if several else nan2
+  slope_log_ci = (_percentile_interval(linear_slope(log_x, boot_acc)[0], confidence)
+                  if several else nan2)
+  slope_used_ci = (_percentile_interval(slopes_rows(boot_tok, boot_acc), confidence)
+                   if several else nan2)
+  boot_best = budgets[np.argmax(boot_acc, axis=1)].astype(float)  # smallest on ties
+  alpha = 100.0 * (1.0 - confidence) / 2.0
+  best_ci = tuple(float(v) for v in np.percentile(boot_best, [alpha, 100 - alpha],
+                                                  method="inverted_cdf"))
+  fixed = fixed_ci = None
+  if fixed_budget is not None:
+    where = np.flatnonzero(budgets == fixed_budget)
+    if not where.size:
+      raise ValueError(f"fixed budget {fixed_budget} is not among the swept budgets "
+                       f"{budgets.tolist()}")
+    fixed = float(accuracy[where[0]])
+    fixed_ci = (float(ci_low[where[0]]), float(ci_high[where[0]]))
 
   best = sweet_spot(budgets, accuracy)
   return ScalingCurve(
@@ -211,9 +310,15 @@ def scaling_curve(
       sweet_spot=best,
       sweet_spot_accuracy=float(accuracy[np.flatnonzero(budgets == best)[0]]),
       num_items=num_items,
-      samples_per_item=int(count.max()),
+      samples_per_item=k,
       confidence=confidence,
       num_resamples=num_resamples,
+      slope_used_ci=(float(slope_used_ci[0]), float(slope_used_ci[1])),
+      sweet_spot_ci=best_ci,
+      fixed_budget=None if fixed_budget is None else int(fixed_budget),
+      fixed_accuracy=fixed,
+      fixed_ci=fixed_ci,
+      num_seeds=num_seeds,
   )
 
 

@@ -219,7 +219,7 @@ class GrpoTrainer:
       prompts = self._prompts(batch)
       examples = _examples(batch, self.think_budget)
     with timer("sampling"):
-      forced = cfg.sampling.budget_mode == "forced" and self.think_budget is not None
+      forced = cfg.sampling.budget_mode in ("forced", "extend") and self.think_budget is not None
       # The masters cast once to the compute dtype: the decode loop reads that copy.
       policy = train_lib.cast_params(state["params"], self.compute_dtype, self._param_shardings)
       samples = self.sampler.generate(

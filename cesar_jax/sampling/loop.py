@@ -8,7 +8,8 @@ Prefill encodes each prompt's audio once and runs the B left-padded prompts into
 the G samples of a GRPO group share one prefill. Decode selects the first token from those
 logits, then loops `model.decode_step` + selection in a `lax.while_loop` that stops when every
 row has finished or `controls.max_new_tokens` tokens were emitted. Every control (budgets,
-temperature, top-p, top-k, stop ids, max new tokens, the key) is a traced array.
+budget modes, the extend continuation, temperature, top-p, top-k, stop ids, max new tokens,
+the key) is a traced array.
 
 The step-t token of row n uses the key `fold_in(key, t)`; each row draws from it by its index
 in the batch, and threefry is partitionable, so the result does not depend on the mesh.
@@ -34,6 +35,9 @@ class Controls:
 
   Attributes:
     budgets: int32[N] think budgets; < 0 never forces (see budgets.py).
+    modes: int32[N] budget modes, `budgets.MODE_CAP` or `budgets.MODE_EXTEND`, per row.
+    continuation: int32[C] the extend mode's continuation ids (s1: "Wait"), padded with -1;
+      C is static (`SamplerConfig.max_continuation_ids`).
     sampling: per-row temperature / top-p / top-k.
     stop_ids: int32[S] stop token ids, padded with -1 (S is static: the number of slots).
     max_new_tokens: int32[] tokens to emit at most (<= the cache's static capacity).
@@ -41,6 +45,8 @@ class Controls:
       placed on a mesh like any array).
   """
   budgets: jax.Array
+  modes: jax.Array
+  continuation: jax.Array
   sampling: decoding.SamplingParams
   stop_ids: jax.Array
   max_new_tokens: jax.Array
@@ -82,8 +88,8 @@ def _emit(state: LoopState, logits: jax.Array, controls: Controls, tags: budgets
   """Selects (samples or forces) and records one token per unfinished row."""
   key = jax.random.fold_in(jax.random.wrap_key_data(controls.key), state.step)
   proposal = decoding.sample_tokens(key, logits, controls.sampling)
-  is_forced, forced_token = budgets_lib.forced_tokens(state.budget, tags)
-  token = jnp.where(is_forced, forced_token, proposal)
+  token, is_forced, suppressed = budgets_lib.select(
+      state.budget, proposal, controls.budgets, tags, controls.modes, controls.continuation)
   logp = decoding.token_log_probs(logits, token, controls.sampling.temperature)
   active = ~state.done
   stopped = active & jnp.any(token[:, None] == controls.stop_ids[None, :], axis=-1)
@@ -102,7 +108,8 @@ def _emit(state: LoopState, logits: jax.Array, controls: Controls, tags: budgets
       tokens=put(state.tokens, emitted),
       logprobs=put(state.logprobs, jnp.where(active, logp, 0.0)),
       forced=put(state.forced, active & is_forced),
-      budget=budgets_lib.update(state.budget, token, controls.budgets, tags, active),
+      budget=budgets_lib.update(state.budget, token, controls.budgets, tags, active,
+                                suppressed=suppressed, continuation=controls.continuation),
   )
 
 
@@ -124,7 +131,8 @@ def decode(graphdef: nnx.GraphDef, params: nnx.State, logits: jax.Array,
       tokens=jnp.full((n, capacity), pad_id, jnp.int32),
       logprobs=jnp.zeros((n, capacity), jnp.float32),
       forced=jnp.zeros((n, capacity), bool),
-      budget=budgets_lib.init(controls.budgets),
+      budget=budgets_lib.init(controls.budgets, tags,
+                              budgets_lib.queue_size(controls.continuation.shape[0])),
       cache=cache,
   )
   state = _emit(state, logits, controls, tags, pad_id)

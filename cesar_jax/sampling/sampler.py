@@ -1,6 +1,7 @@
 """The sampler: compiled prefill + decode over a mesh, and the `sample` notebook API.
 
-  cfg = SamplerConfig.from_tokenizer(tok, max_new_tokens=256, budget_mode="forced")
+  cfg = SamplerConfig.from_tokenizer(tok, max_new_tokens=256, budget_mode="forced",
+                                     continuation=" Wait")  # extend mode's (s1)
   out = sample(model, {"input_ids": ids_lists, "input_features": feats,
                        "feature_attention_mask": fmask},
                num_samples=8, budgets=[0, 25, 50], config=cfg, key=jax.random.key(0))
@@ -10,7 +11,8 @@ The trainer keeps one `Sampler` and calls `generate(params, batch, ...)` every s
 current params; it returns `Samples` of sharded device arrays.
 
 Compilation. The prefill compiles once per (prompt bucket, frame bucket, batch size, G) and
-the decode once per (prompt bucket, N = B*G); budgets, temperature, top-p, top-k, stop ids,
+the decode once per (prompt bucket, N = B*G); budgets, budget modes (per row), the extend
+continuation, temperature, top-p, top-k, stop ids,
 max new tokens (<= `config.max_new_tokens`) and the key are traced. `Sampler.compile_count`
 reports the number of compiled executables (tests assert it stays put).
 
@@ -38,7 +40,10 @@ from cesar_jax.sampling import decoding
 from cesar_jax.sampling import loop
 from cesar_jax.sampling.samples import Samples
 
-BUDGET_MODES = ("forced", "prompted")
+# forced: the cap (CESAR's L_max; reports call it "cap"); prompted: the budget is only in the
+# prompt; extend: the cap plus s1's budget forcing (early `</think>` -> continuation).
+BUDGET_MODES = ("forced", "prompted", "extend")
+DEFAULT_CONTINUATION = " Wait"  # s1 (arXiv 2501.19393) appends "Wait".
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +56,13 @@ class SamplerConfig:
     prompt_buckets: prompt lengths compiled for; a batch pads to the smallest that fits.
     frame_buckets: feature-frame widths the audio is cut down to (exactly, see
       `batching.trim_frames`); None keeps the features as given.
-    budget_mode: "forced" (the sampler closes `<think>` at the budget, see budgets.py) or
-      "prompted" (the budget is only in the prompt text; the sampler never intervenes).
+    budget_mode: the default mode of every row: "forced" (the cap: the sampler closes
+      `<think>` at the budget, see budgets.py), "extend" (the cap, and an early `</think>` is
+      replaced by the continuation until the budget) or "prompted" (the budget is only in
+      the prompt text; the sampler never intervenes). A call may give per-row modes.
+    continuation_ids: extend mode's continuation (`from_tokenizer(continuation=TEXT)`
+      encodes it; default " Wait", s1's). Traced: changing it never recompiles.
+    max_continuation_ids: static number of continuation slots (a longer one is an error).
     temperature / top_p / top_k: default decoding controls (0 = greedy; 1.0 / 0 = off).
     stop_ids: ids that end a completion (defaults to the tokenizer's `<|im_end|>`).
     max_stop_ids: static number of stop-id slots (more ids than this is an error).
@@ -72,6 +82,8 @@ class SamplerConfig:
   top_k: int = 0
   max_stop_ids: int = 4
   cache_dtype: str | None = None
+  continuation_ids: tuple[int, ...] = ()
+  max_continuation_ids: int = 8
 
   def __post_init__(self):
     if self.budget_mode not in BUDGET_MODES:
@@ -80,10 +92,24 @@ class SamplerConfig:
       raise ValueError(f"SamplerConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
     if not 1 <= len(self.stop_ids) <= self.max_stop_ids:
       raise ValueError(f"SamplerConfig.stop_ids={self.stop_ids}: need 1..{self.max_stop_ids} ids")
+    _check_continuation(self.continuation_ids, self.max_continuation_ids, self.tags,
+                        "SamplerConfig.continuation_ids")
+    if self.budget_mode == "extend" and not self.continuation_ids:
+      raise ValueError("SamplerConfig.budget_mode='extend' needs continuation_ids (the ids of "
+                       "e.g. ' Wait'; `from_tokenizer` encodes `continuation`)")
 
   @classmethod
   def from_tokenizer(cls, tokenizer, **kwargs: Any) -> "SamplerConfig":
-    """Tag, pad and stop ids from a `cesar_jax.tokenizers.Tokenizer`; kwargs override fields."""
+    """Tag, pad and stop ids from a `cesar_jax.tokenizers.Tokenizer`; kwargs override fields.
+
+    `continuation` (text, default `DEFAULT_CONTINUATION`) is encoded into `continuation_ids`
+    unless those are given.
+    """
+    continuation = kwargs.pop("continuation", None)
+    if "continuation_ids" not in kwargs:
+      kwargs["continuation_ids"] = tuple(tokenizer.encode(
+          DEFAULT_CONTINUATION if continuation is None else continuation))
+    kwargs["continuation_ids"] = tuple(int(i) for i in kwargs["continuation_ids"])
     kwargs.setdefault("stop_ids", (tokenizer.eos_id,))
     kwargs["stop_ids"] = tuple(int(i) for i in kwargs["stop_ids"])
     for name in ("prompt_buckets", "frame_buckets"):
@@ -94,7 +120,7 @@ class SamplerConfig:
   @classmethod
   def from_config_dict(cls, section: Mapping[str, Any], tokenizer) -> "SamplerConfig":
     """From an ml_collections `config.sampler` section (field names; unknown keys are errors)."""
-    names = {f.name for f in dataclasses.fields(cls)} - {"tags", "pad_id"}
+    names = ({f.name for f in dataclasses.fields(cls)} - {"tags", "pad_id"}) | {"continuation"}
     items = dict(section.items())
     unknown = sorted(set(items) - names)
     if unknown:
@@ -134,6 +160,7 @@ class Sampler:
       return None
     rep = self._replicated()
     return controls.replace(budgets=self._batch_shardings(controls.budgets),
+                            modes=self._batch_shardings(controls.modes), continuation=rep,
                             sampling=self._batch_shardings(controls.sampling),
                             stop_ids=rep, max_new_tokens=rep, key=rep)
 
@@ -182,10 +209,21 @@ class Sampler:
 
   def controls(self, num_rows: int, *, budgets=None, key=None, temperature=None, top_p=None,
                top_k=None, greedy: bool = False, stop_ids: Sequence[int] | None = None,
-               max_new_tokens: int | None = None) -> loop.Controls:
-    """Host-side `Controls` for N rows; None takes the config's default."""
+               max_new_tokens: int | None = None, modes=None,
+               continuation_ids: Sequence[int] | None = None) -> loop.Controls:
+    """Host-side `Controls` for N rows; None takes the config's default.
+
+    `modes`: one budget mode ("forced"/"cap" or "extend", or `budgets.MODE_*` ids) for all
+    rows or one per row [N]; None: the config's `budget_mode`. `continuation_ids`: extend's
+    continuation for this call (default the config's).
+    """
     cfg = self.config
     budgets = _row_budgets(budgets, num_rows, cfg.budget_mode)
+    modes = _row_modes(modes, num_rows, cfg.budget_mode)
+    continuation = tuple(cfg.continuation_ids if continuation_ids is None else continuation_ids)
+    _check_continuation(continuation, cfg.max_continuation_ids, cfg.tags, "continuation_ids")
+    if not continuation and np.any((modes == budgets_lib.MODE_EXTEND) & (budgets >= 0)):
+      raise ValueError("extend-mode rows need continuation ids (SamplerConfig.continuation_ids)")
     stop_ids = tuple(cfg.stop_ids if stop_ids is None else stop_ids)
     if not 1 <= len(stop_ids) <= cfg.max_stop_ids:
       raise ValueError(f"stop_ids={stop_ids}: need 1..{cfg.max_stop_ids} ids (max_stop_ids)")
@@ -199,7 +237,10 @@ class Sampler:
         top_p=cfg.top_p if top_p is None else top_p,
         top_k=cfg.top_k if top_k is None else top_k)
     return loop.Controls(
-        budgets=budgets, sampling=sampling,
+        budgets=budgets, modes=modes,
+        continuation=np.array(list(continuation) + [-1] * (cfg.max_continuation_ids
+                                                          - len(continuation)), np.int32),
+        sampling=sampling,
         stop_ids=np.array(list(stop_ids) + [-1] * (cfg.max_stop_ids - len(stop_ids)), np.int32),
         max_new_tokens=np.asarray(max_new, np.int32),
         key=_key_data(jax.random.key(0) if key is None else key))
@@ -217,7 +258,9 @@ class Sampler:
 
   def _place_controls(self, controls: loop.Controls) -> loop.Controls:
     return controls.replace(
-        budgets=self._place(controls.budgets, True), sampling=self._place(controls.sampling, True),
+        budgets=self._place(controls.budgets, True), modes=self._place(controls.modes, True),
+        sampling=self._place(controls.sampling, True),
+        continuation=self._place(controls.continuation, False),
         stop_ids=self._place(controls.stop_ids, False),
         max_new_tokens=self._place(controls.max_new_tokens, False),
         key=self._place(controls.key, False))
@@ -264,6 +307,36 @@ def _row_budgets(budgets, num_rows: int, mode: str) -> np.ndarray:
   return np.broadcast_to(arr, (num_rows,)).astype(np.int32).copy()
 
 
+def _row_modes(modes, num_rows: int, default: str) -> np.ndarray:
+  """int32[N] per-row budget modes (`budgets.MODE_*`) from names or ids, scalar or per row."""
+  if modes is None:  # prompted rows have no enforced budget: their mode never matters.
+    modes = "forced" if default == "prompted" else default
+  arr = np.asarray(modes)
+  if arr.dtype.kind in "UO":
+    unknown = sorted({str(m) for m in arr.reshape(-1)} - set(budgets_lib.MODE_IDS))
+    if unknown:
+      raise ValueError(f"budget modes {unknown}: choose from {sorted(budgets_lib.MODE_IDS)}")
+    arr = np.vectorize(budgets_lib.MODE_IDS.get, otypes=[np.int32])(arr) if arr.ndim else \
+        np.asarray(budgets_lib.MODE_IDS[str(arr)], np.int32)
+  elif not np.all(np.isin(arr, (budgets_lib.MODE_CAP, budgets_lib.MODE_EXTEND))):
+    raise ValueError(f"budget mode ids must be {budgets_lib.MODE_CAP} (cap) or "
+                     f"{budgets_lib.MODE_EXTEND} (extend), got {np.unique(arr).tolist()}")
+  if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != num_rows):
+    raise ValueError(f"modes: expected a scalar or one per sequence ({num_rows}), got shape "
+                     f"{arr.shape}")
+  return np.broadcast_to(arr.astype(np.int32), (num_rows,)).copy()
+
+
+def _check_continuation(ids: Sequence[int], max_ids: int, tags: budgets_lib.TagIds,
+                        where: str) -> None:
+  if len(ids) > max_ids:
+    raise ValueError(f"{where}={tuple(ids)}: {len(ids)} ids, more than max_continuation_ids="
+                     f"{max_ids} (a static slot count)")
+  bad = [i for i in ids if i < 0 or i in (tags.think_open, tags.think_close, tags.answer_open)]
+  if bad:
+    raise ValueError(f"{where}={tuple(ids)}: ids {bad} are negative or reasoning tags")
+
+
 @functools.lru_cache(maxsize=16)
 def _cached_sampler(graphdef: nnx.GraphDef, config: SamplerConfig, mesh: Mesh | None) -> Sampler:
   return Sampler(graphdef, config, mesh)
@@ -280,11 +353,12 @@ def sample(model: nnx.Module, prompts: Mapping[str, Any] | batching.PromptBatch,
       `input_features` f32[B, n_mels, F], `feature_attention_mask` int[B, F].
     num_samples: G completions per prompt (rows b*G .. b*G+G-1).
     budgets: think budgets in tokens: None (no limit), one int, one per prompt [B], or one per
-      row [B*G]. Enforced only in `config.budget_mode == "forced"`.
+      row [B*G]. Enforced unless `config.budget_mode == "prompted"`.
     config: the `SamplerConfig` (see `SamplerConfig.from_tokenizer`).
     key: a jax.random key (default key(0)).
     mesh: shard over this mesh (None: default device placement).
-    **control_kwargs: temperature, top_p, top_k, greedy, stop_ids, max_new_tokens.
+    **control_kwargs: temperature, top_p, top_k, greedy, stop_ids, max_new_tokens, modes
+      (scalar or per row [B*G]), continuation_ids.
   """
   graphdef, params = nnx.split(model)
   sampler = _cached_sampler(graphdef, config, mesh)

@@ -31,12 +31,13 @@ class Samples:
     logprobs: f32[N, M] log-prob of each emitted token under the sampling distribution's
       full softmax (logits / temperature; T = 1 for greedy rows); forced tokens get the
       model's log-prob of the forced token; 0 after the end. GRPO's old log-probs.
-    forced: bool[N, M] the budget forced this token (`</think>`, `<answer>`).
+    forced: bool[N, M] the budget put this token in (`</think>`, `<answer>`, or an extend
+      continuation token such as "Wait").
     loss_mask: bool[N, M] emitted tokens the policy sampled: not forced, not padding (the
       stop token is in). GRPO's completion mask.
     lengths: int32[N] emitted tokens, stop token included.
     think_lengths: int32[N] tokens strictly inside `<think>` spans (see budgets.py).
-    budget_forced: bool[N] the budget intervened at least once.
+    budget_forced: bool[N] the budget intervened at least once (cap or extension).
     finish_reason: int32[N] FINISH_STOP or FINISH_LENGTH.
     budgets: int32[N] the think budget each row ran under (< 0: none enforced).
     prompt_index: int32[N] which prompt of the batch (row // num_samples).

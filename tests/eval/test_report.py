@@ -85,7 +85,7 @@ def test_report_markdown(written):
   for file in data["figures"].values():
     assert f"]({file})" in md
   row = next(line for line in md.splitlines() if line.startswith("| cesar |"))
-  assert f"{rising.slope_per_token:+.4f}" in row and f"| {rising.sweet_spot} |" in row
+  assert f"{rising.slope_per_token:+.4f}" in row and f"| {rising.sweet_spot} [" in row
   assert "| outcome only |" in md and "70.0%" in md  # perception precision
 
 
@@ -121,3 +121,73 @@ def test_metrics_errors_name_file_and_line(tmp_path):
   path.write_text('{"step": 0, "loss": 1.0}\n')
   with pytest.raises(ValueError, match="no 'reward/\\*' keys"):
     plots.plot_rewards(path)
+
+
+def test_two_protocol_report_with_arms_seeds_comparisons_and_training(tmp_path):
+  """The experiment layout: protocols, natural lengths, seeds, comparisons, training."""
+  from cesar_jax.eval import experiment
+  budgets = (0, 16, 32, 64)
+  def sweep(slope, seed):
+    rng = np.random.default_rng(seed)
+    item, budget, sample = np.meshgrid(np.arange(40), budgets, np.arange(4), indexing="ij")
+    correct = rng.random(item.shape) < 0.5 + slope * budget
+    return scaling.SweepResults(item.ravel(), budget.ravel(), sample.ravel(), correct.ravel(),
+                                np.minimum(budget, 30).ravel())
+  runs = {"a_s0": sweep(0.0, 0), "a_s1": sweep(0.0, 1), "b_s0": sweep(0.006, 2),
+          "b_s1": sweep(0.006, 3)}
+  metrics = {}
+  for name in runs:
+    path = tmp_path / f"{name}.jsonl"
+    with open(path, "w") as f:
+      for step in range(20):
+        up = 0.02 * step if name.startswith("b") else 0.0
+        f.write(json.dumps({"step": step, "reward/total": 1 + up, "reward/total_std": 0.1,
+                            "think_length": 30}) + "\n")
+    metrics[name] = str(path)
+  entries = {}
+  for name, r in runs.items():
+    curves = {p: scaling.scaling_curve(r, num_resamples=200, fixed_budget=32)
+              for p in ("cap", "extend")}
+    entries[name] = {"curve": curves["cap"], "protocols": curves, "natural_think_tokens": 30.0,
+                     "metrics": metrics[name],
+                     "answer_rates": {"cap": [100.0, 90.0, 80.0, 70.0], "extend": [1, 2, 3, 4]}}
+  arms = {"a": ["a_s0", "a_s1"], "b": ["b_s0", "b_s1"]}
+  summary = {
+      "fixed_budget": 32,
+      "seeds": {arm: {"models": names, "protocols": {p: {
+          "slope_per_token": [entries[n]["protocols"][p].slope_per_token for n in names],
+          "slope_ci": [list(entries[n]["protocols"][p].slope_ci) for n in names],
+          "accuracy_at_fixed": [entries[n]["protocols"][p].fixed_accuracy for n in names],
+          "pooled": scaling.pooled_curve([runs[n] for n in names], num_resamples=200,
+                                         fixed_budget=32)} for p in ("cap", "extend")}}
+                for arm, names in arms.items()},
+      "comparisons": {"b_minus_a": {p: experiment.compare_arms(
+          [runs[n] for n in arms["a"]], [runs[n] for n in arms["b"]], fixed_budget=32,
+          num_resamples=200) for p in ("cap", "extend")}},
+      "training": {arm: experiment.training_summary([metrics[n] for n in names],
+                                                    num_resamples=200)
+                   for arm, names in arms.items()},
+  }
+  out = report.write_report(tmp_path / "out", entries, chance_accuracy=25.0, experiment=summary)
+  data = json.loads((tmp_path / "out" / "report.json").read_text())
+  assert data == json.loads(json.dumps(out))
+  for p in ("cap", "extend"):
+    m = data["protocols"][p]["models"]["b_s0"]
+    for key in ("budgets", "accuracy", "ci_low", "ci_high", "mean_think_tokens",
+                "slope_per_token", "slope_ci", "sweet_spot", "sweet_spot_ci", "fixed_accuracy"):
+      assert key in m, key
+    c = data["comparisons"]["b_minus_a"][p]
+    assert set(c) >= {"slope_diff", "slope_diff_ci", "accuracy_diff", "accuracy_diff_ci"}
+    assert c["slope_diff_ci"][0] > 0  # the constructed difference (0.6 pts/token) is found
+  assert data["natural_think_tokens"] == {n: 30.0 for n in runs}
+  assert data["protocols"]["cap"]["models"]["a_s0"]["answer_rate"] == [100.0, 90.0, 80.0, 70.0]
+  assert data["seeds"]["b"]["models"] == ["b_s0", "b_s1"]
+  assert set(data["training"]["a"]) == {"total", "think_length"}  # total_std is no component
+  assert data["training"]["b"]["total"]["ci"][0] > 0 and data["training"]["a"]["total"]["diff"] == 0
+  md = (tmp_path / "out" / "report.md").read_text()
+  assert "| 80.0% |" in md and "answers naming an option at 32" in md
+  for heading in ("## Protocol: cap", "## Protocol: extend", "## Comparisons",
+                  "## Did GRPO move the policy?", "## GRPO arms pooled over training seeds"):
+    assert heading in md
+  for file in data["figures"].values():
+    assert (tmp_path / "out" / file).is_file() and f"]({file})" in md

@@ -160,3 +160,56 @@ def test_natural_overthinking_ranks_samples_by_length():
   assert curve.ci_low[0] == 100.0 and np.all(curve.ci_low <= curve.accuracy)
   with pytest.raises(ValueError, match="item 'b' has 2 samples"):
     scaling.natural_overthinking(item[:5], correct[:5], tokens[:5])
+
+
+def test_one_seed_pooled_is_the_plain_curve_and_identical_seeds_change_nothing():
+  rng = np.random.default_rng(5)
+  sweep = _sweep(rng.random((30, 4, 3)) < 0.6, budgets=[0, 10, 20, 40])
+  plain = scaling.scaling_curve(sweep, num_resamples=300, fixed_budget=20)
+  pooled = scaling.pooled_curve([sweep], num_resamples=300, fixed_budget=20)
+  assert json.dumps(plain.to_dict()) == json.dumps(pooled.to_dict())
+  twice = scaling.pooled_curve([sweep, sweep], num_resamples=300, fixed_budget=20)
+  np.testing.assert_allclose(twice.accuracy, plain.accuracy)
+  np.testing.assert_allclose(twice.ci_low, plain.ci_low)
+  assert twice.num_seeds == 2 and twice.slope_ci == pytest.approx(plain.slope_ci)
+  assert plain.fixed_accuracy == pytest.approx(plain.accuracy[2])
+  assert plain.fixed_ci == pytest.approx((plain.ci_low[2], plain.ci_high[2]))
+  with pytest.raises(ValueError, match="fixed budget 30 is not among"):
+    scaling.scaling_curve(sweep, num_resamples=10, fixed_budget=30)
+
+
+def test_seed_level_widens_the_interval_when_seeds_disagree():
+  rng = np.random.default_rng(6)
+  good = _sweep(rng.random((40, 3, 4)) < 0.9, budgets=[0, 10, 20])
+  bad = _sweep(rng.random((40, 3, 4)) < 0.3, budgets=[0, 10, 20])
+  pooled = scaling.pooled_curve([good, bad], num_resamples=400)
+  single = scaling.scaling_curve(good, num_resamples=400)
+  assert 50 < pooled.accuracy.mean() < 70
+  assert np.all(pooled.ci_high - pooled.ci_low > 2 * (single.ci_high - single.ci_low))
+  other_items = _sweep(rng.random((39, 3, 4)) < 0.5, budgets=[0, 10, 20])
+  with pytest.raises(ValueError, match="same items and budgets"):
+    scaling.pooled_curve([good, other_items], num_resamples=10)
+
+
+def test_sweet_spot_interval_is_tight_on_a_peak_and_wide_on_a_flat_curve():
+  rng = np.random.default_rng(7)
+  budgets = [0, 10, 20, 30, 40]
+  peak = np.array([0.2, 0.3, 0.95, 0.3, 0.2])
+  peaked = scaling.scaling_curve(
+      _sweep(rng.random((60, 5, 4)) < peak[None, :, None], budgets=budgets), num_resamples=300)
+  assert peaked.sweet_spot == 20 and tuple(peaked.sweet_spot_ci) == (20, 20)
+  flat = scaling.scaling_curve(_sweep(rng.random((60, 5, 4)) < 0.5, budgets=budgets),
+                               num_resamples=300)
+  assert flat.sweet_spot_ci[1] - flat.sweet_spot_ci[0] >= 20
+  assert flat.to_dict()["sweet_spot_ci"] == [int(v) for v in flat.sweet_spot_ci]
+
+
+def test_used_token_slope_interval_covers_the_slope():
+  rng = np.random.default_rng(8)
+  budgets = np.array([0, 10, 20, 40])
+  tokens = np.broadcast_to(budgets[None, :, None] // 2, (50, 4, 3)) + rng.integers(0, 3, (50, 4, 3))
+  curve = scaling.scaling_curve(
+      _sweep(rng.random((50, 4, 3)) < (0.3 + 0.01 * budgets)[None, :, None], tokens, budgets),
+      num_resamples=300)
+  lo, hi = curve.slope_used_ci
+  assert lo < curve.slope_per_used_token < hi and lo > 0

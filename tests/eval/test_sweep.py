@@ -25,17 +25,18 @@ def setup():
   return tok, model, items
 
 
-def _sampler_config(tok, mode):
+def _sampler_config(tok, mode="forced"):
   return sampler_lib.SamplerConfig.from_tokenizer(tok, max_new_tokens=12, budget_mode=mode,
                                                   prompt_buckets=(192,))
 
 
-@pytest.mark.parametrize("mode", ["forced", "prompted"])
+@pytest.mark.parametrize("mode", ["forced", "prompted", "extend"])
 def test_rows_match_direct_greedy_sampling(setup, mode):
   tok, model, items = setup
-  cfg = sweep.SweepConfig(budgets=(0, 2, 5), mode=mode, num_samples=2, items_per_call=2,
+  cfg = sweep.SweepConfig(budgets=(0, 2, 5), protocols=mode, num_samples=2, items_per_call=2,
                           greedy=True, chunk_seconds=CLIP)
   out = sweep.run_sweep(model, tok, items, _sampler_config(tok, mode), cfg)
+  assert out.protocols == [{"forced": "cap"}.get(mode, mode)]
   r = out.results
   assert len(r.item) == len(items) * 3 * 2 == len(out.completions)
   np.testing.assert_array_equal(r.item, np.repeat(np.arange(3), 6))
@@ -48,11 +49,41 @@ def test_rows_match_direct_greedy_sampling(setup, mode):
                             sweep.SweepConfig(**{**cfg.__dict__, "num_samples": 1}), budgets=[b])
     assert alone.completions[0] == out.completions[row]
     assert alone.results.think_tokens[0] == r.think_tokens[row]
-  if mode == "forced":
+  if mode != "prompted":
     assert np.all(r.think_tokens <= r.budget)
   expected = [scoring.score(scoring.extract_answer(c), items[i]["answer"], items[i]["choices"])
               for c, i in zip(out.completions, r.item)]
   np.testing.assert_array_equal(r.correct, expected)
+  valid = [any(scoring.score(scoring.extract_answer(c), ch, items[i]["choices"])
+               for ch in items[i]["choices"]) for c, i in zip(out.completions, r.item)]
+  np.testing.assert_array_equal(out.names_option, valid)
+  assert np.all(out.names_option[r.correct])
+
+
+def test_both_protocols_and_natural_rows_in_one_sweep_match_separate_sweeps(setup):
+  """Cap, extend and unconstrained rows of one sweep (per-row budgets and modes) are the rows
+  single-protocol sweeps give (greedy)."""
+  tok, model, items = setup
+  cfg = sweep.SweepConfig(budgets=(0, 3, 6), protocols=("cap", "extend"), num_samples=1,
+                          natural_samples=1, items_per_call=3, greedy=True, chunk_seconds=CLIP)
+  config = sampler_lib.SamplerConfig.from_tokenizer(tok, max_new_tokens=12, prompt_buckets=(192,),
+                                                    continuation_ids=(tok.encode(" Wait")[0],))
+  out = sweep.run_sweep(model, tok, items, config, cfg)
+  assert len(out.completions) == 3 * (2 * 3 + 1)
+  assert sorted(out.protocols) == ["cap", "extend", "natural"]
+  np.testing.assert_array_equal(out.select("natural").budget, [-1] * 3)
+  for protocol in ("cap", "extend"):
+    alone = sweep.run_sweep(model, tok, items, config, sweep.SweepConfig(
+        **{**cfg.__dict__, "protocols": (protocol,), "natural_samples": 0}))
+    rows = out.mask(protocol)
+    assert [c for c, m in zip(out.completions, rows) if m] == alone.completions
+    np.testing.assert_array_equal(out.select(protocol).think_tokens, alone.results.think_tokens)
+  with pytest.raises(KeyError, match="prompted"):
+    out.mask("prompted")
+  with pytest.raises(ValueError, match="protocols"):
+    sweep.SweepConfig(protocols=("cap", "sometimes"))
+  with pytest.raises(ValueError, match="budget_mode"):
+    sweep.run_sweep(model, tok, items, _sampler_config(tok, "prompted"), cfg)
 
 
 def test_perception_summary_bins_chains_with_claims():
@@ -60,7 +91,7 @@ def test_perception_summary_bins_chains_with_claims():
   results = scaling.SweepResults(item=np.arange(n), budget=np.zeros(n, int), sample=np.zeros(n, int),
                                  correct=np.ones(n, bool),
                                  think_tokens=np.array([5, 5, 15, 15, 25, 25]))
-  out = sweep.SweepOutput(results, [""] * n,
+  out = sweep.SweepOutput(results, np.array(["cap"] * n), [""] * n,
                           perception_precision=np.array([1, 1, 0.5, np.nan, 0, 0], np.float32),
                           perception_recall=np.array([1, 1, 1, 0, 0, 0], np.float32))
   summary = evaluate.perception_summary(out, num_bins=3)

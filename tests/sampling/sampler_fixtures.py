@@ -7,7 +7,9 @@ margin. Its greedy completion after the prompt is
 
     <think> a b c </think> <answer> y </answer> <|im_end|>
 
-(natural think length 3), which lets the budget tests predict every token.
+(natural think length 3), which lets the budget tests predict every token. The extend
+tests' continuation is `W V`: after `W` the model would say `y` (so forcing `V` shows), after
+`V` it resumes the script at `a`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from cesar_jax.sampling import sampler as sampler_lib
 
 PAD, EOS, THINK, END_THINK, ANSWER, END_ANSWER = 0, 2, 5, 6, 7, 8
 A, B, C, Y = 20, 21, 22, 30
+W, V = 25, 26  # the extend continuation (think "Wait ,")
+CONTINUATION = (W, V)
 LAST_PROMPT_TOKEN = 12
 SCRIPT = {LAST_PROMPT_TOKEN: THINK, THINK: A, A: B, B: C, C: END_THINK, END_THINK: ANSWER,
-          ANSWER: Y, Y: END_ANSWER, END_ANSWER: EOS}
+          ANSWER: Y, Y: END_ANSWER, END_ANSWER: EOS, W: Y, V: A}
 TAGS = budgets_lib.TagIds(think_open=THINK, think_close=END_THINK, answer_open=ANSWER)
 FEATURE_FRAMES = 32
 

@@ -156,6 +156,10 @@ def test_compile_count_constant_across_controls_and_lengths_within_a_bucket(samp
       dict(lengths=[4, 2], budgets=[7, -1], temperature=0.3, top_p=0.9),
       dict(lengths=[6, 6], budgets=[1, 2], top_k=5, greedy=True, max_new_tokens=9),
       dict(lengths=[1, 5], budgets=None, temperature=2.0, stop_ids=(EOS, END_ANSWER)),
+      dict(lengths=[2, 4], budgets=[5, 9, 2, 0, 4, -1], modes="extend",
+           continuation_ids=F.CONTINUATION, temperature=1.0),
+      dict(lengths=[5, 3], budgets=[6, 6, 3, 3, 8, 1], modes=[1, 0, 1, 0, 1, 0],
+           continuation_ids=(F.W,), greedy=True),
   ]
   before = sampler.compile_count
   counts = []
@@ -164,7 +168,76 @@ def test_compile_count_constant_across_controls_and_lengths_within_a_bucket(samp
                      key=jax.random.key(i), **kw)
     counts.append(sampler.compile_count)
   assert counts[0] - before in (0, 2)  # one prefill + one decode, unless an earlier test did
-  assert counts == [counts[0]] * 4
+  assert counts == [counts[0]] * len(calls)
+
+
+def test_extend_mode_exact_think_lengths_mixed_with_cap_in_one_batch(sampler, scripted):
+  """Scripted path `<think> a b c </think> ...`; continuation `W V` (the model would follow W
+  with y, V with a). Extend rows think exactly their budget; the cap row is left alone."""
+  budgets = np.array([5, 4, 7, 5, 9, 3])
+  modes = ["extend", "extend", "extend", "forced", "extend", "extend"]
+  out = _generate(sampler, scripted, F.prompts([3, 6]), num_samples=3, budgets=budgets,
+                  modes=modes, continuation_ids=F.CONTINUATION, greedy=True)
+  W, V, A, B, C = F.W, F.V, F.A, F.B, F.C
+  tail = [END_THINK, ANSWER, Y, END_ANSWER, EOS]
+  want = [
+      ([THINK, A, B, C, W, V] + tail, [4, 5, 6, 7]),             # extended once to 5
+      ([THINK, A, B, C, W] + tail, [4, 5, 6]),                   # budget inside "W V"
+      ([THINK, A, B, C, W, V, A, B] + tail, [4, 5, 8, 9]),       # 7: the model resumes
+      ([THINK, A, B, C] + tail, []),                             # cap 5 > natural 3
+      ([THINK, A, B, C, W, V, A, B, C, W] + tail, [4, 5, 9, 10, 11]),  # suppressed twice
+      ([THINK, A, B, C] + tail, [4, 5]),                         # budget = natural length
+  ]
+  for i, (tokens, positions) in enumerate(want):
+    np.testing.assert_array_equal(out.tokens[i, :len(tokens)], tokens, err_msg=f"row {i}")
+    assert out.lengths[i] == len(tokens), f"row {i}"
+    np.testing.assert_array_equal(np.flatnonzero(out.forced[i]), positions, err_msg=f"row {i}")
+    # Continuation and forced tokens are out of the GRPO loss; the sampled ones are in.
+    np.testing.assert_array_equal(out.loss_mask[i], out.valid[i] & ~out.forced[i])
+    assert not out.loss_mask[i, positions].any()
+  np.testing.assert_array_equal(out.think_lengths, [5, 4, 7, 3, 9, 3])
+  np.testing.assert_array_equal(budgets_lib.think_lengths(out.tokens, F.TAGS), out.think_lengths)
+  np.testing.assert_array_equal(out.budget_forced, [1, 1, 1, 0, 1, 1])
+  # The forced V after W carries the model's (low) log-prob: it wanted y.
+  assert out.logprobs[0, 5] < -5 and out.logprobs[0, 6] < -5  # V, and </think> for c->W
+  assert out.finish_reasons == ["stop"] * 6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_extend_rows_never_close_early_while_sampling(sampler, scripted, seed):
+  """At temperature 4 the model strays; an extend row that closes its span does so exactly at
+  its budget, a cap row never past it."""
+  budgets = np.array([2, 6, 9, 6, 9, -1])
+  modes = np.array([1, 1, 1, 0, 0, 1])
+  out = _generate(sampler, scripted, F.prompts([5, 2], seed=3), num_samples=3, budgets=budgets,
+                  modes=modes, continuation_ids=F.CONTINUATION, temperature=4.0,
+                  key=jax.random.key(seed))
+  np.testing.assert_array_equal(budgets_lib.think_lengths(out.tokens, F.TAGS), out.think_lengths)
+  limited = budgets >= 0
+  assert np.all(out.think_lengths[limited] <= budgets[limited])
+  closed = np.array([END_THINK in row[:n] for row, n in zip(out.tokens, out.lengths)])
+  ext = limited & (modes == 1)
+  np.testing.assert_array_equal(out.think_lengths[ext & closed], budgets[ext & closed])
+  assert (ext & closed).sum() >= 2  # the case is exercised
+
+
+def test_extend_needs_a_continuation_and_known_modes():
+  sampler = sampler_lib.Sampler(None, F.sampler_config())
+  with pytest.raises(ValueError, match="continuation"):
+    sampler.controls(2, budgets=[3, 4], modes="extend")
+  with pytest.raises(ValueError, match="sometimes"):
+    sampler.controls(2, budgets=[3, 4], modes=["extend", "sometimes"], continuation_ids=(F.W,))
+  with pytest.raises(ValueError, match="reasoning tags"):
+    sampler.controls(2, budgets=[3, 4], modes="extend", continuation_ids=(F.W, END_THINK))
+  with pytest.raises(ValueError, match="max_continuation_ids"):
+    sampler.controls(2, budgets=3, modes="extend", continuation_ids=tuple(range(40, 50)))
+  with pytest.raises(ValueError, match="continuation_ids"):
+    F.sampler_config(budget_mode="extend")
+  ok = sampler_lib.Sampler(None, F.sampler_config(budget_mode="extend",
+                                                  continuation_ids=F.CONTINUATION))
+  c = ok.controls(2, budgets=[3, -1])
+  np.testing.assert_array_equal(c.modes, [budgets_lib.MODE_EXTEND] * 2)
+  np.testing.assert_array_equal(c.continuation, [F.W, F.V] + [-1] * 6)
 
 
 def test_prompts_pad_to_their_bucket():
