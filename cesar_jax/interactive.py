@@ -107,9 +107,11 @@ def match_front_end(config: ml_collections.ConfigDict, path: str) -> None:
 
 def _sampler_config(tokenizer: tok_lib.Tokenizer, config: ml_collections.ConfigDict
                     ) -> sampler_lib.SamplerConfig:
+  # The sweep sets every row's protocol itself (cap / extend; prompted by its prompts).
   return sampler_lib.SamplerConfig.from_tokenizer(
-      tokenizer, max_new_tokens=int(config.eval.max_new_tokens),
-      budget_mode=str(config.eval.budget_mode), prompt_buckets=tuple(config.data.buckets))
+      tokenizer, max_new_tokens=int(config.eval.max_new_tokens), budget_mode="forced",
+      prompt_buckets=tuple(config.data.buckets),
+      continuation=config.eval.get("continuation", None))
 
 
 def evaluate_checkpoint(path: str, config: ml_collections.ConfigDict, workdir: str,
@@ -127,11 +129,13 @@ def evaluate_checkpoint(path: str, config: ml_collections.ConfigDict, workdir: s
   mesh = mesh_lib.make_mesh(tuple(config.mesh.shape), mesh_lib.MESH_AXES)
   model, tokenizer, _ = load_model(path, mesh)
   items = evaluate.load_items(config.data)
-  out = sweep.run_sweep(model, tokenizer, items, _sampler_config(tokenizer, config),
-                        evaluate.sweep_config(config), mesh=mesh)
+  cfg = evaluate.sweep_config(config)
+  out = sweep.run_sweep(model, tokenizer, items, _sampler_config(tokenizer, config), cfg,
+                        mesh=mesh)
+  main = cfg.protocols[0]
   entry: dict[str, Any] = {"curve": scaling.scaling_curve(
-      out.results, num_resamples=int(config.eval.num_resamples), seed=int(config.seed))}
-  if (p := evaluate.perception_summary(out)) is not None:
+      out.select(main), num_resamples=int(config.eval.num_resamples), seed=int(config.seed))}
+  if (p := evaluate.perception_summary(out, rows=out.mask(main))) is not None:
     entry["perception"] = p
   return report.write_report(workdir, {name: entry},
                              chance_accuracy=evaluate.chance_accuracy(items))
@@ -157,7 +161,7 @@ def sample_chains(model, tokenizer: tok_lib.Tokenizer, items: Sequence[Mapping[s
     One dict per chain, item-major: item, sample, text, think_tokens, correct (the official
     string match) and one key per reward component plus `total`.
   """
-  cfg = sweep.SweepConfig(budgets=(int(budget),), mode=str(config.eval.budget_mode),
+  cfg = sweep.SweepConfig(budgets=(int(budget),), protocols=tuple(config.eval.protocols)[:1],
                           num_samples=int(num_samples), items_per_call=len(items),
                           temperature=float(config.eval.temperature), greedy=False,
                           n_mels=int(config.data.n_mels),

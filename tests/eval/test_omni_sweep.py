@@ -23,7 +23,7 @@ def test_sweep_rows_on_the_tiny_omni_thinker():
   sampler_cfg = sampler_lib.SamplerConfig.from_tokenizer(
       tok, max_new_tokens=10, budget_mode="forced",
       prompt_buckets=(320,))  # the Omni system prompt is long
-  scfg = sweep.SweepConfig(budgets=(0, 3), mode="forced", num_samples=2, items_per_call=3,
+  scfg = sweep.SweepConfig(budgets=(0, 3), protocols=("cap",), num_samples=2, items_per_call=3,
                            greedy=True, chunk_seconds=CLIP)
   out = sweep.run_sweep(model, tok, items, sampler_cfg, scfg)
   r = out.results
