@@ -21,10 +21,11 @@ NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
 TRAIN_OVERRIDES = {
     "stages.sft.sft.steps": 4, "stages.sft.sft.batch_size": 4,
     "stages.sft.sft.max_target_tokens": 48, "stages.sft.sft.warmup_steps": 1,
-    **{f"stages.{name}.{key}": value for name in ("outcome", "cesar") for key, value in {
+    **{f"stages.{name}.{key}": value for name in ("outcome_s0", "cesar_s0") for key, value in {
         "steps": 2, "data.batch_size": 2, "sampling.num_samples": 2,
         "sampling.max_new_tokens": 16, "optim.warmup_steps": 1}.items()},
     "stages.eval.data.num_examples": 4, "stages.eval.eval.budgets": [0, 8],
+    "stages.eval.eval.fixed_budget": 8,
     "stages.eval.eval.max_new_tokens": 24, "stages.eval.eval.num_resamples": 20,
     "stages.eval.eval.items_per_call": 4,
 }
@@ -88,8 +89,8 @@ def test_train_and_compare(tmp_path):
                 num_chains=2, chain_budget=8)
   text, images = _outputs(nb)
   assert "SFT loss" in text and "after 4 steps" in text
-  for name in ("sft", "outcome", "cesar"):
-    assert f"{name} " in text and (tmp_path / "run" / name / "checkpoints").is_dir()
+  for name, workdir in (("sft", "sft"), ("outcome", "outcome_s0"), ("cesar", "cesar_s0")):
+    assert f"{name} " in text and (tmp_path / "run" / workdir / "checkpoints").is_dir()
   assert (tmp_path / "run" / "report.md").is_file()
   # Two reward figures, then the sweep's scaling, slopes and perception figures.
   assert images >= 4, images
