@@ -64,6 +64,12 @@ def _assert_same(a: list[dict], b: list[dict]) -> None:
 
 
 SFT = ("configs/smoke.py:job=sft,sft_steps=3", "--config.sft.batch_size=8")
+# The sweep on the smoke task's items and front end: 8 items in one call, 4 per host.
+EVAL = ("--config.data.question_types=('pitch_compare',)", "--config.data.synthetic.clip_seconds=1.5",
+        "--config.data.synthetic.trace_times=False", "--config.data.chunk_seconds=1.0",
+        "--config.data.n_mels=16", "--config.data.buckets=(128,)", "--config.eval.budgets=(0,4)",
+        "--config.eval.max_new_tokens=8", "--config.eval.items_per_call=8",
+        "--config.eval.num_resamples=50")
 GRPO = ("--config.data.batch_size=8",)
 
 
@@ -75,6 +81,10 @@ def runs(tmp_path_factory):
   grpo = f"configs/smoke.py:init_from={root / 'sft_1x8'},steps=2"
   _single(grpo, root / "grpo_1x8", *GRPO)
   _multi(grpo, root / "grpo_2x4", *GRPO)
+  evaluation = ("configs/eval_scaling.py:num_items=8,mode=both",
+                f"--config.checkpoint=grpo={root / 'grpo_1x8'}", *EVAL)
+  _single(evaluation[0], root / "eval_1x8", *evaluation[1:])
+  _multi(evaluation[0], root / "eval_2x4", *evaluation[1:])
   return root
 
 
@@ -97,3 +107,15 @@ def test_files_are_written_once_and_checkpoints_by_every_host(runs):
   data = sorted(p.name for p in (workdir / "checkpoints" / "1" / "data").iterdir()
                 if p.name.startswith("process_"))
   assert data == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_the_eval_sweep_is_the_same_on_one_and_two_hosts(runs):
+  """Each host samples its block of every call's items; the rows are gathered and process 0
+  writes one report, equal to the single-process one."""
+  one = json.loads((runs / "eval_1x8" / "report.json").read_text())
+  two = json.loads((runs / "eval_2x4" / "report.json").read_text())
+  assert one["protocols"].keys() == two["protocols"].keys() == {"cap", "extend"}
+  for protocol in one["protocols"]:
+    a, b = one["protocols"][protocol]["models"]["grpo"], two["protocols"][protocol]["models"]["grpo"]
+    for key in ("budgets", "accuracy", "mean_think_tokens"):
+      np.testing.assert_allclose(b[key], a[key], rtol=1e-6, err_msg=f"{protocol} {key}")

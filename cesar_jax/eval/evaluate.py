@@ -15,6 +15,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import jax
 from absl import logging
 from etils import epath
 
