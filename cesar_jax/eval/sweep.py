@@ -244,8 +244,7 @@ def _sample(model, tokenizer, batch, num_samples, row_budgets, sampler_config, c
   if (lo, hi, pad) != (0, n_items, 0):
     rows = slice(lo * num_samples, hi * num_samples)
     batch = {k: _take(v, lo, hi, pad) for k, v in batch.items()}
-    per_row = {k: None if v is None else _take(np.asarray(v)[rows], 0, hi - lo,
-                                               pad * num_samples)
+    per_row = {k: None if v is None else _take(v, rows.start, rows.stop, pad * num_samples)
                for k, v in per_row.items()}
   if per_row["modes"] is not None:
     kwargs["modes"] = per_row["modes"]

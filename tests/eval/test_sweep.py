@@ -1,5 +1,6 @@
 """The budget sweep: row bookkeeping against direct sampler calls, scoring, perception summary."""
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -115,3 +116,20 @@ def test_parse_checkpoints():
 def test_chance_accuracy_is_the_mean_uniform_guess():
   items = [{"choices": ["a", "b"]}, {"choices": ["a", "b", "c", "d"]}]
   assert evaluate.chance_accuracy(items) == pytest.approx(37.5)
+
+
+def test_host_blocks_split_a_call_and_repeat_the_last_item(monkeypatch):
+  """What each of several processes samples of a call's items (the rows are gathered after)."""
+  from cesar_jax.eval import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  blocks = []
+  for p in range(3):
+    monkeypatch.setattr(jax, "process_index", lambda p=p: p)
+    blocks.append(sweep_lib._host_block(7))  # pylint: disable=protected-access
+  assert blocks == [(0, 3, 0), (3, 6, 0), (6, 7, 2)]
+  assert sweep_lib._take(list("abcdefg"), 6, 7, 2) == ["g", "g", "g"]  # pylint: disable=protected-access
+  np.testing.assert_array_equal(sweep_lib._take(np.arange(14), 12, 14, 4),  # pylint: disable=protected-access
+                                [12, 13, 13, 13, 13, 13])
+  monkeypatch.setattr(jax, "process_index", lambda: 2)
+  with pytest.raises(ValueError, match="2 items per call leave process 2 of 3 nothing"):
+    sweep_lib._host_block(2)  # pylint: disable=protected-access
