@@ -18,8 +18,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMING = ("time/", "perf/")
 
-# Six job runs (four processes compile each program): minutes on 2 cores; `make test-all`.
-pytestmark = pytest.mark.slow
+# Eight job runs (~2 minutes on 2 cores): the pod path's proof, so in `make test`.
 
 
 def _env(**extra):
