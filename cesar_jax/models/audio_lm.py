@@ -101,9 +101,9 @@ class AudioLM(nnx.Module):
     rngs = nnx.Rngs(0) if rngs is None else rngs
     self.config = config
     kw = dict(dtype=config.compute_dtype, param_dtype=config.params_dtype, rngs=rngs)
-    self.audio_tower = AudioEncoder(config.audio, **kw)
+    self.audio_tower = AudioEncoder(config.audio, remat=config.remat, **kw)
     self.multi_modal_projector = Projector(config.audio.d_model, config.text.hidden_size, **kw)
-    self.language_model = decoder_lib.Decoder(config.text, **kw)
+    self.language_model = decoder_lib.Decoder(config.text, remat=config.remat, **kw)
 
   def encode_audio(self, input_features: jax.Array,
                    feature_attention_mask: jax.Array) -> tuple[jax.Array, jax.Array]:

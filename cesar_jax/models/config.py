@@ -94,8 +94,13 @@ class AudioLMConfig:
   audio_token_id: int = 151646
   dtype: str = "float32"
   param_dtype: str = "float32"
+  # Rematerialisation of encoder and decoder layers under differentiation: none | full | dots
+  # (models/remat.py); the forward values are the same whatever the policy.
+  remat: str = "none"
 
   def __post_init__(self):
+    from cesar_jax.models import remat as remat_lib  # pylint: disable=g-import-not-at-top
+    remat_lib.check_policy(self.remat, "AudioLMConfig.remat")
     if not 0 <= self.audio_token_id < self.text.vocab_size:
       raise ValueError(f"AudioLMConfig: audio_token_id={self.audio_token_id} is outside the "
                        f"vocabulary [0, {self.text.vocab_size})")
