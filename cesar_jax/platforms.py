@@ -5,8 +5,9 @@ looks for chips, queries the GCE metadata server, and prints warnings about
 TPU_ACCELERATOR_TYPE / TPU_WORKER_HOSTNAMES. `default_to_cpu()` (called when `cesar_jax` is
 imported) avoids that: when libtpu is importable, no TPU chip is on the PCI bus and the user did
 not choose (`JAX_PLATFORMS` unset), it selects the CPU backend. The compile_check job still
-gets abstract TPU devices (`jax.experimental.topologies`), which need libtpu but no chip;
-`TPU_WORKER_HOSTNAMES=localhost` keeps libtpu from asking for a metadata server there.
+gets abstract TPU devices (`jax.experimental.topologies`), which need libtpu but no chip; it
+sets libtpu's TPU_ACCELERATOR_TYPE / TPU_WORKER_HOSTNAMES itself, only then (not here: the
+latter would make `parallel.distributed` think it runs on a pod).
 
 Nothing changes where a TPU is attached, where libtpu is absent (GPU / plain CPU installs), or
 where JAX_PLATFORMS is set.
@@ -44,7 +45,6 @@ def default_to_cpu() -> str | None:
   if "JAX_PLATFORMS" in os.environ or not libtpu_installed() or tpu_chips_present():
     return None
   os.environ["JAX_PLATFORMS"] = "cpu"
-  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
   jax = sys.modules.get("jax")
   if jax is not None:  # imported before us: its config read the environment already
     jax.config.update("jax_platforms", "cpu")
