@@ -34,5 +34,8 @@ setuptools.setup(
         "hf": ["torch==2.13.0", "transformers>=5.0"],
         "test": ["pytest", "pytest-xdist", "hypothesis", "chex", "torch==2.13.0", "transformers>=5.0"],
         "notebooks": ["jupyter", "ipywidgets"],
+        # libtpu for the compile_check job (abstract TPU devices on any host); pinned to the
+        # installed jax. On a host without a TPU the package still picks the CPU backend.
+        "tpu": ["jax[tpu]==0.10.2"],
     },
 )

@@ -86,6 +86,8 @@ def topology_devices(topology: str) -> list[Any]:
                        "(jax[tpu] pinned to the installed jax)")
   os.environ.setdefault("TPU_ACCELERATOR_TYPE", chips_lib.accelerator_type(topology))
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  # No chip is opened: several compile checks (or test workers) may hold libtpu at once.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
 
@@ -128,8 +130,18 @@ def device_bytes(tree: Any) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def model_config(config: ml_collections.ConfigDict, tokenizer) -> model_config_lib.AudioLMConfig:
-  """The model shape the run would have (see the module docstring)."""
+def model_config(config: ml_collections.ConfigDict, tokenizer,
+                 depth: int | None = None) -> model_config_lib.AudioLMConfig:
+  """The model shape the run would have (see the module docstring); `depth` decoder layers
+  (and the encoder's in proportion) instead of the real number, for the depth probe."""
+  cfg = _run_model_config(config, tokenizer)
+  if depth is None:
+    return cfg
+  ratio = cfg.audio.encoder_layers / cfg.text.num_hidden_layers
+  return cfg.replace(num_hidden_layers=depth, encoder_layers=max(1, round(depth * ratio)))
+
+
+def _run_model_config(config, tokenizer) -> model_config_lib.AudioLMConfig:
   section = dict(config.model.items())
   init_from = str(config.init_from)
   overrides = {}
@@ -176,7 +188,7 @@ def _step_config(config, chunk: int) -> train_step.StepConfig:
 
 
 def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
-                   names=PROGRAMS) -> dict[str, dict[str, Any]]:
+                   names=PROGRAMS, depth: int | None = None) -> dict[str, dict[str, Any]]:
   """{name: {"lowered", "repeats", "resident"}} for the programs named. Lowered under
   `jax.set_mesh(mesh)` when `config.compile_check.activation_constraints` (as the jobs run)."""
   from cesar_jax import sft  # pylint: disable=g-import-not-at-top
@@ -184,7 +196,7 @@ def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
   unknown = sorted(set(names) - set(PROGRAMS))
   if unknown:
     raise ValueError(f"config.compile_check.programs: unknown {unknown}; known: {PROGRAMS}")
-  cfg = model_config(config, tokenizer)
+  cfg = model_config(config, tokenizer, depth)
   tx = optim.make_optimizer(config.optim)
   graphdef, state, shardings = abstract_train_state(cfg, tx, mesh)
   step = _step_config(config, int(config.compile_check.logits_chunk))
@@ -264,8 +276,64 @@ def analyse(compiled, chip: chips_lib.ChipSpec, *, repeats: int, resident: int,
   }
 
 
-def check(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Compiles the configured programs for `config.compile_check.topology`; the report dict."""
+def _compile(config, mesh, tokenizer, chip, budget: int, per_chip: int,
+             depth: int | None = None, on_program=None) -> dict[str, dict[str, Any]]:
+  programs = {}
+  names = tuple(config.compile_check.programs)
+  lowered = lower_programs(config, mesh, tokenizer, names, depth)
+  for name, item in lowered.items():
+    start = time.perf_counter()
+    compiled = item["lowered"].compile()
+    seconds = time.perf_counter() - start
+    programs[name] = analyse(compiled, chip, repeats=item["repeats"],
+                             resident=item["resident"], budget=budget,
+                             devices_per_chip=per_chip)
+    programs[name]["compile_s"] = round(seconds, 2)
+    logging.info("compiled %s for %s (%s layers) in %.1f s", name, config.compile_check.topology,
+                 "all" if depth is None else depth, seconds)
+    if on_program is not None:
+      on_program(depth, dict(programs))
+  return programs
+
+
+_LINEAR = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "resident_bytes",
+           "flops", "bytes_accessed")
+
+
+def extrapolate(low: Mapping[str, Any], high: Mapping[str, Any], layers: tuple[int, int],
+                depth: int, chip: chips_lib.ChipSpec, budget: int,
+                per_chip: int = 1) -> dict[str, Any]:
+  """One program's figures at `depth` layers, linear in depth from its figures at two depths.
+
+  Per-layer parameters, optimizer moments, gradients, saved (remat) layer inputs and per-layer
+  flops are linear in depth; the rest (embeddings, LM head, the logits chunks) is constant.
+  """
+  l1, l2 = layers
+  t = (depth - l1) / (l2 - l1)
+  out = {k: low[k] + (high[k] - low[k]) * t for k in _LINEAR}
+  for k in _LINEAR:
+    if k.endswith("_bytes"):
+      out[k] = int(round(out[k]))
+  out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
+                       + out["temp_bytes"])
+  out["repeats"] = low["repeats"]
+  out["roofline_s"] = out["repeats"] * chip.roofline_s(out["flops"], out["bytes_accessed"],
+                                                       per_chip)
+  out["fits"] = out["peak_bytes"] + out["resident_bytes"] <= budget
+  out["compile_s"] = round(low["compile_s"] + high["compile_s"], 2)
+  out["extrapolated"] = True
+  return out
+
+
+def check(config: ml_collections.ConfigDict, on_update=None) -> dict[str, Any]:
+  """Compiles the configured programs for `config.compile_check.topology`; the report dict.
+
+  With `compile_check.depth_probe = (l1, l2)` the programs are compiled with l1 and l2 decoder
+  layers (the encoder's in proportion) and every figure is extrapolated linearly to the real
+  depth (compile time of an unrolled 7B program: minutes per program on 2 cores), each program
+  marked `"extrapolated": true`, the probe figures kept under `depth_probe`. `on_update(report)`
+  is called after each compiled program (the job writes the JSON each time).
+  """
   section = config.compile_check
   topology = str(section.topology)
   chip = chips_lib.chip_for_topology(topology)
@@ -275,25 +343,41 @@ def check(config: ml_collections.ConfigDict) -> dict[str, Any]:
   budget = hbm // per_chip
   mesh = make_mesh(tuple(int(s) for s in config.mesh.shape), devices)
   tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
-  programs = {}
-  lowered = lower_programs(config, mesh, tokenizer, tuple(section.programs))
-  for name, item in lowered.items():
-    start = time.perf_counter()
-    compiled = item["lowered"].compile()
-    seconds = time.perf_counter() - start
-    programs[name] = analyse(compiled, chip, repeats=item["repeats"],
-                             resident=item["resident"], budget=budget,
-                             devices_per_chip=per_chip)
-    programs[name]["compile_s"] = round(seconds, 2)
-    logging.info("compiled %s for %s in %.1f s", name, topology, seconds)
   cfg = model_config(config, tokenizer)
-  return {
+  depth = cfg.text.num_hidden_layers
+  report: dict[str, Any] = {
       "topology": topology, "chips": len(devices) // per_chip, "hbm_per_chip_bytes": hbm,
       "devices_per_chip": per_chip, "mesh": dict(mesh.shape), "chip": chip.name,
-      "chip_source": chip.source, "model": {"remat": cfg.remat, "dtype": cfg.dtype,
-                                            "param_dtype": cfg.param_dtype},
-      "programs": programs, "fits": all(p["fits"] for p in programs.values()),
+      "chip_source": chip.source,
+      "model": {"remat": cfg.remat, "dtype": cfg.dtype, "param_dtype": cfg.param_dtype,
+                "decoder_layers": depth, "encoder_layers": cfg.audio.encoder_layers},
+      "logits_chunk": _step_config(config, int(section.logits_chunk)).logits_chunk,
+      "programs": {}, "fits": None,
   }
+
+  def update(probe_depth, programs):
+    if probe_depth is None:
+      report["programs"] = programs
+    else:
+      report.setdefault("depth_probe", {"layers": list(probe), "to": depth, "programs": {}})
+      report["depth_probe"]["programs"][str(probe_depth)] = programs
+    if on_update is not None:
+      on_update(report)
+
+  probe = tuple(int(x) for x in section.depth_probe)
+  if not probe:
+    report["programs"] = _compile(config, mesh, tokenizer, chip, budget, per_chip, None, update)
+  else:
+    if len(probe) != 2 or not 1 <= probe[0] < probe[1]:
+      raise ValueError(f"config.compile_check.depth_probe={probe}: need two layer counts "
+                       "1 <= l1 < l2 (or () to compile the real depth)")
+    runs = [_compile(config, mesh, tokenizer, chip, budget, per_chip, d, update) for d in probe]
+    report["programs"] = {name: extrapolate(runs[0][name], runs[1][name], probe, depth, chip,
+                                            budget, per_chip) for name in runs[0]}
+  report["fits"] = all(p["fits"] for p in report["programs"].values())
+  if on_update is not None:
+    on_update(report)
+  return report
 
 
 def format_table(report: Mapping[str, Any]) -> str:
@@ -311,7 +395,8 @@ def format_table(report: Mapping[str, Any]) -> str:
         f"{gib(p['temp_bytes'])} {gib(p['peak_bytes'])} "
         f"{gib(p['peak_bytes'] + p['resident_bytes'])} {str(p['fits']):>5s} "
         f"{p['flops'] / 1e12:9.3f} {p['bytes_accessed'] / 1e9:8.2f} {p['repeats']:4d} "
-        f"{p['roofline_s']:8.3f}s {p['compile_s']:7.1f}s")
+        f"{p['roofline_s']:8.3f}s {p['compile_s']:7.1f}s"
+        + (" (extrapolated in depth)" if p.get("extrapolated") else ""))
   lines.append("(GiB per device; TFLOP and GB accessed per loop iteration; roofline = x * max("
                "flops / peak, bytes / HBM bandwidth))")
   return "\n".join(lines)
@@ -326,7 +411,8 @@ def write_report(report: Mapping[str, Any], workdir: str) -> epath.Path:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   """The `compile_check` job (cesar_jax.main)."""
-  report = check(config)
+  write = (lambda r: write_report(r, workdir)) if jax.process_index() == 0 else None
+  report = check(config, on_update=write)
   if jax.process_index() == 0:
     path = write_report(report, workdir)
     print(format_table(report))
