@@ -42,6 +42,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
 from typing import Any, Mapping
 
@@ -276,6 +277,22 @@ def analyse(compiled, chip: chips_lib.ChipSpec, *, repeats: int, resident: int,
   }
 
 
+_OOM_TEMP = re.compile(r"HLO temporaries \(([0-9.]+)([KMGT])\)")
+
+
+def out_of_memory(message: str, *, repeats: int, resident: int) -> dict[str, Any]:
+  """The entry of a program the TPU compiler refused for lack of HBM: not fitting, with the
+  temporaries it asked for (its message's figure) and no cost figures."""
+  match = _OOM_TEMP.search(message)
+  temp = 0
+  if match:
+    temp = int(float(match.group(1)) * 1024**"KMGT".index(match.group(2)) * 1024)
+  return {"argument_bytes": 0, "output_bytes": 0, "alias_bytes": 0, "temp_bytes": temp,
+          "peak_bytes": temp, "resident_bytes": int(resident), "flops": 0.0,
+          "bytes_accessed": 0.0, "repeats": int(repeats), "roofline_s": None,
+          "fits": False, "error": message.strip().splitlines()[0][:500]}
+
+
 def _compile(config, mesh, tokenizer, chip, budget: int, per_chip: int,
              depth: int | None = None, on_program=None) -> dict[str, dict[str, Any]]:
   programs = {}
@@ -283,11 +300,18 @@ def _compile(config, mesh, tokenizer, chip, budget: int, per_chip: int,
   lowered = lower_programs(config, mesh, tokenizer, names, depth)
   for name, item in lowered.items():
     start = time.perf_counter()
-    compiled = item["lowered"].compile()
+    try:
+      compiled = item["lowered"].compile()
+    except jax.errors.JaxRuntimeError as e:
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      programs[name] = out_of_memory(str(e), repeats=item["repeats"],
+                                     resident=item["resident"])
+    else:
+      programs[name] = analyse(compiled, chip, repeats=item["repeats"],
+                               resident=item["resident"], budget=budget,
+                               devices_per_chip=per_chip)
     seconds = time.perf_counter() - start
-    programs[name] = analyse(compiled, chip, repeats=item["repeats"],
-                             resident=item["resident"], budget=budget,
-                             devices_per_chip=per_chip)
     programs[name]["compile_s"] = round(seconds, 2)
     logging.info("compiled %s for %s (%s layers) in %.1f s", name, config.compile_check.topology,
                  "all" if depth is None else depth, seconds)
@@ -309,6 +333,8 @@ def extrapolate(low: Mapping[str, Any], high: Mapping[str, Any], layers: tuple[i
   flops are linear in depth; the rest (embeddings, LM head, the logits chunks) is constant.
   """
   l1, l2 = layers
+  if "error" in low or "error" in high:  # refused by the compiler at a probe depth: no fit
+    return dict(high if "error" in high else low, fits=False, extrapolated=True)
   t = (depth - l1) / (l2 - l1)
   out = {k: low[k] + (high[k] - low[k]) * t for k in _LINEAR}
   for k in _LINEAR:
@@ -368,9 +394,15 @@ def check(config: ml_collections.ConfigDict, on_update=None) -> dict[str, Any]:
   if not probe:
     report["programs"] = _compile(config, mesh, tokenizer, chip, budget, per_chip, None, update)
   else:
+    if len(probe) == 1 and probe[0] >= 1:  # one depth only: its figures, not extrapolated
+      report["programs"] = _compile(config, mesh, tokenizer, chip, budget, per_chip, probe[0],
+                                    update)
+      report["model"]["compiled_layers"] = probe[0]
+      report["fits"] = all(p["fits"] for p in report["programs"].values())
+      return report
     if len(probe) != 2 or not 1 <= probe[0] < probe[1]:
       raise ValueError(f"config.compile_check.depth_probe={probe}: need two layer counts "
-                       "1 <= l1 < l2 (or () to compile the real depth)")
+                       "1 <= l1 < l2, one (that depth only), or () for the real depth")
     runs = [_compile(config, mesh, tokenizer, chip, budget, per_chip, d, update) for d in probe]
     report["programs"] = {name: extrapolate(runs[0][name], runs[1][name], probe, depth, chip,
                                             budget, per_chip) for name in runs[0]}
@@ -395,7 +427,9 @@ def format_table(report: Mapping[str, Any]) -> str:
         f"{gib(p['temp_bytes'])} {gib(p['peak_bytes'])} "
         f"{gib(p['peak_bytes'] + p['resident_bytes'])} {str(p['fits']):>5s} "
         f"{p['flops'] / 1e12:9.3f} {p['bytes_accessed'] / 1e9:8.2f} {p['repeats']:4d} "
-        f"{p['roofline_s']:8.3f}s {p['compile_s']:7.1f}s"
+        + ("(refused: out of HBM) " if "error" in p else "")
+        + (f"{p['roofline_s']:8.3f}s" if p["roofline_s"] is not None else f"{'-':>9s}")
+        + f" {p['compile_s']:7.1f}s"
         + (" (extrapolated in depth)" if p.get("extrapolated") else ""))
   lines.append("(GiB per device; TFLOP and GB accessed per loop iteration; roofline = x * max("
                "flops / peak, bytes / HBM bandwidth))")

@@ -187,3 +187,13 @@ def test_the_job_compiles_every_program_through_the_entry_point(tmp_path):
   update = report["programs"]["grpo_update"]
   assert update["alias_bytes"] > 0  # the train state is donated
   assert "grpo_update" in out.stdout and "roofline" in out.stdout
+
+
+def test_a_program_the_compiler_refuses_for_hbm_is_reported_not_fitting():
+  from cesar_jax import compile_check  # pylint: disable=g-import-not-at-top
+  message = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+             "temporaries (18.01G) exceeds available HBM (15.75G).")
+  entry = compile_check.out_of_memory(message, repeats=4, resident=0)
+  assert entry["fits"] is False and entry["roofline_s"] is None
+  assert entry["temp_bytes"] == int(18.01 * chips.GiB)
+  assert entry["error"].startswith("RESOURCE_EXHAUSTED")
