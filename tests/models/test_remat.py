@@ -64,7 +64,7 @@ def reference():
   return _loss_and_grad("none")
 
 
-@pytest.mark.parametrize("policy", ["full", "dots"])
+@pytest.mark.parametrize("policy", ["full", pytest.param("dots", marks=pytest.mark.slow)])
 def test_remat_keeps_loss_and_gradients(reference, policy):
   (want_loss, want_grads), want_jaxpr = reference
   (loss, grads), jaxpr = _loss_and_grad(policy)

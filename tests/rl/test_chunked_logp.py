@@ -117,6 +117,7 @@ def test_grpo_update_is_the_same_with_chunks_on_and_off(mesh):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # the same function as the GRPO test above, in the SFT step
 def test_sft_step_is_the_same_with_chunks_on_and_off(mesh):
   import test_sft as sft_fixtures  # pylint: disable=g-import-not-at-top
   model = model_store.init_model(sft_fixtures._model_config(), 0, mesh)
