@@ -32,7 +32,10 @@ Model shape: as the run's (`init_from` a HF directory: its config.json; a run wo
 model_config.json; random init: the config's model section, with the tokenizer's vocabulary
 unless the preset's is larger, i.e. the real checkpoint's size). `compile_check.remat` and
 `compile_check.logits_chunk` override the model's remat policy and the updates' log-prob chunk,
-to measure each memory measure on and off.
+to measure each memory measure on and off. `compile_check.depth_probe=(l1, l2)` compiles at
+two depths and extrapolates linearly to the real one (unrolled 7B programs take minutes each to
+compile on a small CPU; see `check`). A program the TPU compiler refuses for lack of HBM is
+reported as not fitting, with the temporaries it asked for (`out_of_memory`).
 """
 
 from __future__ import annotations
