@@ -18,7 +18,8 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned (the CPU wheel held on these machines); unpinned it pulls a CUDA build.
-	$(PY) -m pip install -q -e '.[test]'
+	# [tpu]: libtpu for the compile_check job and its tests; CPU runs stay on the CPU backend.
+	$(PY) -m pip install -q -e '.[test,tpu]'
 	touch $(STAMP)
 
 espeak:

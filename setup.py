@@ -40,5 +40,8 @@ setuptools.setup(
         # TPU VMs: cloud workdirs (gs://, read and written through etils.epath -> fsspec).
         "tpu": ["gcsfs"],
         "notebooks": ["jupyter", "ipywidgets"],
+        # libtpu for the compile_check job (abstract TPU devices on any host); pinned to the
+        # installed jax. On a host without a TPU the package still picks the CPU backend.
+        "tpu": ["jax[tpu]==0.10.2"],
     },
 )

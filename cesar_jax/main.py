@@ -23,6 +23,7 @@ JOBS = {
     "grpo": "cesar_jax.rl.trainer:run",
     "eval_scaling": "cesar_jax.eval.evaluate:run",
     "demo": "cesar_jax.demo:run",
+    "compile_check": "cesar_jax.compile_check:run",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:arg].",

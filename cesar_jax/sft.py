@@ -71,9 +71,11 @@ class SftUpdate:
   """The compiled SFT step: cross-entropy on target tokens, gradient accumulation, donation."""
 
   def __init__(self, graphdef: nnx.GraphDef, tx, grad_accum_steps: int, mesh: Mesh,
-               state_shardings: Any, compute_dtype: str = "float32"):
+               state_shardings: Any, compute_dtype: str = "float32",
+               logits_chunk: int = grpo.DEFAULT_LOGITS_CHUNK):
     self.graphdef, self.tx, self.k, self.mesh = graphdef, tx, grad_accum_steps, mesh
     self.compute_dtype = compute_dtype
+    self.logits_chunk = logits_chunk  # target positions per log-prob chunk; 0 = full logits
     self._state_shardings = state_shardings
     self._fn = None
 
@@ -82,22 +84,31 @@ class SftUpdate:
     return 0 if self._fn is None else self._fn._cache_size()  # pylint: disable=protected-access
 
   def __call__(self, state: train_lib.TrainState, batch: Mapping[str, jax.Array]):
+    return self._jitted(batch)(state, dict(batch))
+
+  def lower(self, state: train_lib.TrainState,
+            batch: Mapping[str, jax.Array]) -> jax.stages.Lowered:
+    """The step lowered for these (abstract) arguments, not run (cesar_jax.compile_check)."""
+    return self._jitted(batch).lower(state, dict(batch))
+
+  def _jitted(self, batch: Mapping[str, jax.Array]):
     if self._fn is None:
       self._fn = jax.jit(self._step, in_shardings=(
           self._state_shardings, train_lib.batch_shardings(dict(batch), self.mesh)),
                          out_shardings=(self._state_shardings, train_lib.replicated(self.mesh)),
                          donate_argnums=(0,))
-    return self._fn(state, dict(batch))
+    return self._fn
 
   def _loss(self, trainable, frozen, mb, num_tokens):
     model = nnx.merge(self.graphdef, trainable, frozen)
-    logits = train_step.completion_logits(
+    hidden = train_step.completion_hidden(
         model, mb["prompt_ids"], mb["prompt_mask"], mb["input_features"], mb["feature_mask"],
         mb["targets"], mb["target_mask"], num_samples=1)
-    logp = grpo.token_log_probs(logits, mb["targets"])
+    stats = grpo.chunked_logp_entropy(hidden, model.language_model.logits, mb["targets"],
+                                      chunk=self.logits_chunk, argmax_match=True)
     mask = mb["target_mask"].astype(jnp.float32)
-    nll = -jnp.sum(jnp.where(mask > 0, logp, 0.0)) / num_tokens
-    correct = jnp.sum(jnp.where(mask > 0, jnp.argmax(logits, -1) == mb["targets"], False))
+    nll = -jnp.sum(jnp.where(mask > 0, stats["logp"], 0.0)) / num_tokens
+    correct = jnp.sum(jnp.where(mask > 0, stats["argmax_match"], False))
     return nll, {"token_accuracy": correct / num_tokens}
 
   def _step(self, state, batch):

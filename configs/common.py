@@ -15,6 +15,7 @@ changes, one flat line each. Sections (all locked: an unknown key is an error na
   optim      cesar_jax.rl.optim.default_config() (AdamW, warmup + cosine, clipping)
   sft        the SFT job's own steps, lr, batch and target length
   lora       LoRA adapters (cesar_jax.lora.default_config(): rank 0 = off)
+  compile_check  TPU topology and knobs of the compile_check job (cesar_jax.compile_check)
   debug      fault injection for the robustness tests (off by default)
 """
 
@@ -107,6 +108,21 @@ def sft(**overrides) -> ml_collections.ConfigDict:
   return section
 
 
+def compile_check(**overrides) -> ml_collections.ConfigDict:
+  """The compile_check job's section (cesar_jax.compile_check: what each knob measures)."""
+  section = ml_collections.ConfigDict(dict(
+      topology="v5e:8x8",  # GENERATION:AxB[xC] (cesar_jax/parallel/chips.py)
+      programs=("sampler_prefill", "sampler_decode", "grpo_update", "sft_step"),
+      hbm_gib=0.0,  # per-chip memory budget; 0 = the chip's published HBM
+      remat="",  # "" = the model config's policy; none | full | dots overrides it
+      logits_chunk=-1,  # -1 = the updates' default; 0 = full [N, M, V] logits
+      activation_constraints=True,  # lower under jax.set_mesh (the models' constraints apply)
+      depth_probe=(),  # (l1, l2): compile at l1 and l2 layers, extrapolate linearly in depth
+  ))
+  section.update(overrides)
+  return section
+
+
 def base(*, job: str = "grpo", steps: int = 100, reward_preset: str = "cesar",
          model_preset: str = "tiny") -> ml_collections.ConfigDict:
   """Every section with the project defaults; the caller overrides and then `lock()`s."""
@@ -129,6 +145,7 @@ def base(*, job: str = "grpo", steps: int = 100, reward_preset: str = "cesar",
   config.optim = optimizer(steps)
   config.sft = sft()
   config.lora = lora.default_config()  # rank 0: full fine-tuning; > 0: only adapters train
+  config.compile_check = compile_check()
   config.debug = ml_collections.ConfigDict(dict(
       nan_steps=(),  # GRPO steps whose loss is made NaN (tests the non-finite skip)
   ))

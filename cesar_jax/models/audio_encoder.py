@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cesar_jax.models import audio_tokens
+from cesar_jax.models import remat as remat_lib
 from cesar_jax.models.config import AudioEncoderConfig
 from cesar_jax.parallel.mesh import constrain
 
@@ -120,9 +121,11 @@ class AudioEncoder(nnx.Module):
   """`Qwen2AudioEncoder`: log-mel features -> audio hidden states [B, T/4, d_model]."""
 
   def __init__(self, cfg: AudioEncoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               remat: str = "none", rngs: nnx.Rngs):
     self.config = cfg
     self.dtype = dtype
+    remat_lib.check_policy(remat, "AudioEncoder remat")
+    self.remat = remat  # policy of the layers under differentiation (models/remat.py)
     d, kw = cfg.d_model, dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     conv = lambda cin, stride: nnx.Conv(  # noqa: E731
         cin, d, kernel_size=3, strides=stride, padding=((1, 1),), dtype=dtype,
@@ -156,8 +159,9 @@ class AudioEncoder(nnx.Module):
     lengths = conv_output_lengths(jnp.sum(feature_attention_mask, axis=-1))
     key_mask = jnp.arange(t // 2)[None, :] < lengths[:, None]  # bool[B, T/2]
     x = constrain(x, ("batch", None, None))
+    call = remat_lib.layer_call(self.remat)
     for layer in self.layers:
-      x = constrain(layer(x, key_mask), ("batch", None, None))
+      x = constrain(call(layer, x, key_mask), ("batch", None, None))
     n = t // 4  # AvgPool1d(2, stride=2) floors an odd length.
     x = x[:, : 2 * n].reshape(b, n, 2, -1).mean(axis=2)
     return self.layer_norm(x)

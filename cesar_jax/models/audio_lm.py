@@ -125,9 +125,9 @@ class AudioLM(nnx.Module):
       self.audio_tower = OmniAudioEncoder(config.audio, config.text.hidden_size, **kw)
       self.multi_modal_projector = None
     else:
-      self.audio_tower = AudioEncoder(config.audio, **kw)
+      self.audio_tower = AudioEncoder(config.audio, remat=config.remat, **kw)
       self.multi_modal_projector = Projector(config.audio.d_model, config.text.hidden_size, **kw)
-    self.language_model = decoder_lib.Decoder(config.text, **kw)
+    self.language_model = decoder_lib.Decoder(config.text, remat=config.remat, **kw)
 
   def encode_audio(self, input_features: jax.Array,
                    feature_attention_mask: jax.Array) -> tuple[jax.Array, jax.Array]:

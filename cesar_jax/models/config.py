@@ -116,8 +116,13 @@ class AudioLMConfig:
   param_dtype: str = "float32"
   arch: str = "qwen2_audio"
   checkpoint_dtype: str | None = None
+  # Rematerialisation of encoder and decoder layers under differentiation: none | full | dots
+  # (models/remat.py); the forward values are the same whatever the policy.
+  remat: str = "none"
 
   def __post_init__(self):
+    from cesar_jax.models import remat as remat_lib  # pylint: disable=g-import-not-at-top
+    remat_lib.check_policy(self.remat, "AudioLMConfig.remat")
     if self.arch not in ARCHS:
       raise ValueError(f"AudioLMConfig: arch={self.arch!r} is not one of {ARCHS}")
     if not 0 <= self.audio_token_id < self.text.vocab_size:

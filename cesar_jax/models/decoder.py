@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cesar_jax.models.audio_encoder import INIT_STD, dense, param_meta
+from cesar_jax.models import remat as remat_lib
 from cesar_jax.models.config import DecoderConfig
 from cesar_jax.parallel.mesh import constrain
 
@@ -114,10 +115,13 @@ class Attention(nnx.Module):
     self.o_proj = dense(self.n * self.d, e, ("heads", "embed"), use_bias=False, **kw)
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
-               kv: tuple[jax.Array, jax.Array] | None = None, index: jax.Array | None = None):
-    """x: [B, T, E]; mask: bool[B, 1, T, S]. Without `kv`, S = T and the new (k, v) [B, T, H_kv, D]
-    are returned; with `kv` (cache arrays [B, S, H_kv, D]) the new keys are written at `index`
-    and the updated cache arrays are returned. Returns (out [B, T, E], (k, v))."""
+               kv: tuple[jax.Array, jax.Array] | None = None, index: jax.Array | None = None,
+               is_causal: bool = False):
+    """x: [B, T, E]; mask: bool[B, 1, T or 1, S] (a key mask [B, 1, 1, S] with `is_causal`,
+    which needs S = T: the attention call applies causality itself, no dense [B, 1, T, T]).
+    Without `kv`, S = T and the new (k, v) [B, T, H_kv, D] are returned; with `kv` (cache
+    arrays [B, S, H_kv, D]) the new keys are written at `index` and the updated cache arrays
+    are returned. Returns (out [B, T, E], (k, v))."""
     b, t, _ = x.shape
     q = apply_rope(self.q_proj(x).reshape(b, t, self.n, self.d), cos, sin)
     k = apply_rope(self.k_proj(x).reshape(b, t, self.kv, self.d), cos, sin)
@@ -127,7 +131,7 @@ class Attention(nnx.Module):
       k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
       v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
     out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
-                                       scale=self.d**-0.5)
+                                       scale=self.d**-0.5, is_causal=is_causal)
     return self.o_proj(out.reshape(b, t, self.n * self.d)), (k, v)
 
 
@@ -152,8 +156,8 @@ class DecoderLayer(nnx.Module):
     self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
 
-  def __call__(self, x, cos, sin, mask, kv=None, index=None):
-    h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, index)
+  def __call__(self, x, cos, sin, mask, kv=None, index=None, is_causal=False):
+    h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, index, is_causal)
     x = x + h
     return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -162,9 +166,11 @@ class Decoder(nnx.Module):
   """Qwen2 language model with its LM head. Takes embeddings (so audio can be spliced in)."""
 
   def __init__(self, cfg: DecoderConfig, *, dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               remat: str = "none", rngs: nnx.Rngs):
     self.config = cfg
     self.dtype = dtype
+    remat_lib.check_policy(remat, "Decoder remat")
+    self.remat = remat  # policy of the layers in the training forward (__call__)
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.embed_tokens = nnx.Embed(
         cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
@@ -200,11 +206,12 @@ class Decoder(nnx.Module):
     am = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
     positions = positions_from_mask(am) if positions is None else positions
     cos, sin = self._rope(positions)
-    causal = jnp.tril(jnp.ones((t, t), bool))
-    mask = (causal[None] & am[:, None, :])[:, None]  # [B, 1, T, T]
+    mask = am[:, None, None, :]  # keys; causality inside the attention call
     x = constrain(embeds.astype(self.dtype), RESIDUAL)
+    call = remat_lib.layer_call(
+        self.remat, lambda layer, *args: layer(*args, is_causal=True)[0])
     for layer in self.layers:
-      x, _ = layer(x, cos, sin, mask)
+      x = call(layer, x, cos, sin, mask)
       x = constrain(x, RESIDUAL)
     return self.norm(x)
 
@@ -217,11 +224,11 @@ class Decoder(nnx.Module):
       raise ValueError(f"prefill: prompt length {t} exceeds the cache length {cache.max_length}")
     am = attention_mask.astype(bool)
     cos, sin = self._rope(positions_from_mask(am))
-    mask = (jnp.tril(jnp.ones((t, t), bool))[None] & am[:, None, :])[:, None]
+    mask = am[:, None, None, :]  # keys; causality inside the attention call
     x = constrain(embeds.astype(self.dtype), RESIDUAL)
     ks, vs = [], []
     for i, layer in enumerate(self.layers):
-      x, (k, v) = layer(x, cos, sin, mask)
+      x, (k, v) = layer(x, cos, sin, mask, is_causal=True)
       x = constrain(x, RESIDUAL)
       ks.append(jax.lax.dynamic_update_slice(cache.k[i], k.astype(cache.k[i].dtype), (0, 0, 0, 0)))
       vs.append(jax.lax.dynamic_update_slice(cache.v[i], v.astype(cache.v[i].dtype), (0, 0, 0, 0)))

@@ -235,6 +235,59 @@ def token_entropy(logits: jax.Array, temperature: float | jax.Array = 1.0) -> ja
   return jax.nn.logsumexp(scaled, axis=-1) - jnp.sum(probs * scaled, axis=-1)
 
 
+# Completion positions per chunk in `chunked_logp_entropy` (the updates' default).
+DEFAULT_LOGITS_CHUNK = 64
+
+
+def chunked_logp_entropy(
+    hidden: jax.Array,
+    head_fn: Callable[[jax.Array], jax.Array],
+    tokens: jax.Array,
+    *,
+    chunk: int = DEFAULT_LOGITS_CHUNK,
+    temperature: float | jax.Array = 1.0,
+    entropy: bool = False,
+    argmax_match: bool = False,
+) -> dict[str, jax.Array]:
+  """Per-token log-probs (and entropy) from hidden states, `chunk` positions at a time.
+
+  hidden: [N, T, E] final-normed states, `hidden[:, t]` predicting `tokens[:, t]`; head_fn:
+  [N, c, E] -> f32[N, c, V] (the LM head); tokens: int32[N, T]. Returns {"logp": f32[N, T]}
+  plus "entropy" f32[N, T] and "argmax_match" bool[N, T] (argmax of the logits == token) when
+  asked. The values are those of `token_log_probs` / `token_entropy` on the full logits.
+
+  A `lax.map` over ceil(T / chunk) chunks (T padded up to a multiple, the padding dropped)
+  with each chunk under `jax.checkpoint`: neither the forward nor the backward pass ever holds
+  more than one chunk's [N, chunk, V] logits (the backward recomputes a chunk's logits from
+  its hidden states), instead of the full f32[N, T, V]. Gradients flow to `hidden` and to the
+  head's parameters. chunk <= 0 computes the full logits at once (the unchunked reference).
+  """
+  n, t, _ = hidden.shape
+  if tokens.shape != (n, t):
+    raise ValueError(f"chunked_logp_entropy: tokens {tokens.shape} do not match hidden "
+                     f"{hidden.shape} ([N, T])")
+
+  def stats(h: jax.Array, tok: jax.Array) -> dict[str, jax.Array]:
+    logits = head_fn(h)
+    out = {"logp": token_log_probs(logits, tok, temperature)}
+    if entropy:
+      out["entropy"] = token_entropy(logits, temperature)
+    if argmax_match:
+      out["argmax_match"] = jnp.argmax(logits, axis=-1) == tok
+    return out
+
+  if chunk <= 0 or chunk >= t:
+    return stats(hidden, tokens)
+  pad = -t % chunk
+  h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+  tok = jnp.pad(tokens, ((0, 0), (0, pad)))
+  c = (t + pad) // chunk
+  hs = jnp.swapaxes(h.reshape(n, c, chunk, h.shape[-1]), 0, 1)  # [C, N, chunk, E]
+  ts = jnp.swapaxes(tok.reshape(n, c, chunk), 0, 1)
+  outs = jax.lax.map(jax.checkpoint(lambda x: stats(*x)), (hs, ts))
+  return {k: jnp.swapaxes(v, 0, 1).reshape(n, t + pad)[:, :t] for k, v in outs.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Policy loss.
 # ---------------------------------------------------------------------------------------------

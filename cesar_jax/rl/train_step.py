@@ -99,8 +99,13 @@ class StepConfig:
   compute_entropy: bool = True
   old_logp: str = "recompute"  # recompute | sampler (see the module docstring; mu > 1 only)
   compute_dtype: str = "float32"  # the forward/backward dtype; the state holds the masters
+  # Completion positions per chunk of log-probs from hidden states (grpo.chunked_logp_entropy):
+  # never a full f32[N, M, V] logits array; 0 = the full logits at once.
+  logits_chunk: int = grpo.DEFAULT_LOGITS_CHUNK
 
   def __post_init__(self):
+    if self.logits_chunk < 0:
+      raise ValueError(f"StepConfig: logits_chunk must be >= 0 (0 = unchunked): {self}")
     if self.num_samples < 1 or self.grad_accum_steps < 1 or self.mu < 1:
       raise ValueError(f"StepConfig: num_samples, grad_accum_steps and mu must be >= 1: {self}")
     if self.old_logp not in OLD_LOGP_SOURCES:
@@ -113,7 +118,18 @@ def completion_logits(model: AudioLM, prompt_ids: jax.Array, prompt_mask: jax.Ar
                       input_features: jax.Array, feature_mask: jax.Array,
                       completions: jax.Array, completion_mask: jax.Array,
                       num_samples: int) -> jax.Array:
-  """Logits f32[b * G, M, V] predicting each completion token (teacher forcing).
+  """Logits f32[b * G, M, V] predicting each completion token (teacher forcing); the updates
+  use `completion_hidden` and chunked log-probs instead (no full [N, M, V] array)."""
+  return model.language_model.logits(completion_hidden(
+      model, prompt_ids, prompt_mask, input_features, feature_mask, completions,
+      completion_mask, num_samples))
+
+
+def completion_hidden(model: AudioLM, prompt_ids: jax.Array, prompt_mask: jax.Array,
+                      input_features: jax.Array, feature_mask: jax.Array,
+                      completions: jax.Array, completion_mask: jax.Array,
+                      num_samples: int) -> jax.Array:
+  """Final-normed hidden states [b * G, M, E] predicting each completion token.
 
   prompt_*: [b, ...] (one row per prompt), completions: int32[b * G, M] (G rows per prompt,
   contiguous). The audio is encoded once per prompt and repeated G times; only prompt
@@ -134,7 +150,7 @@ def completion_logits(model: AudioLM, prompt_ids: jax.Array, prompt_mask: jax.Ar
   embeds = splice_audio(model.language_model.embed(ids), is_audio, audio_embeds, audio_lengths)
   hidden = model.language_model(embeds, mask)
   # Position P - 1 + t predicts completion token t.
-  return model.language_model.logits(hidden[:, p - 1:-1])
+  return hidden[:, p - 1:-1]
 
 
 def _rollout_fields(r: Rollouts) -> dict[str, jax.Array]:
@@ -164,6 +180,15 @@ class GrpoUpdate:
                ref_params: nnx.State | None = None) -> tuple[train_lib.TrainState, dict]:
     if (self.config.loss.beta > 0) != (ref_params is not None):
       raise ValueError(f"beta={self.config.loss.beta}: reference params are needed iff beta > 0")
+    return self._jitted(rollouts, ref_params)(state, rollouts, ref_params)
+
+  def lower(self, state: train_lib.TrainState, rollouts: Rollouts,
+            ref_params: nnx.State | None = None) -> jax.stages.Lowered:
+    """The update lowered for these arguments (abstract ones: ShapeDtypeStructs), not run;
+    `.compile()` it for its memory and cost analyses (cesar_jax.compile_check)."""
+    return self._jitted(rollouts, ref_params).lower(state, rollouts, ref_params)
+
+  def _jitted(self, rollouts: Rollouts, ref_params: nnx.State | None):
     key = ref_params is not None
     if key not in self._fns:
       rep = train_lib.replicated(self.mesh)
@@ -177,7 +202,7 @@ class GrpoUpdate:
                         ref_sh),
           out_shardings=(self._state_shardings, rep),
           donate_argnums=(0,))
-    return self._fns[key](state, rollouts, ref_params)
+    return self._fns[key]
 
   # The jitted body.
 
@@ -191,21 +216,21 @@ class GrpoUpdate:
     """
     cfg = self.config
     model = nnx.merge(self.graphdef, trainable, frozen)
-    logits = completion_logits(model, mb["prompt_ids"], mb["prompt_mask"], mb["input_features"],
-                               mb["feature_mask"], mb["completions"], mb["completion_mask"],
-                               cfg.num_samples)
-    logp = grpo.token_log_probs(logits, mb["completions"], cfg.temperature)
-    entropy = None
-    if cfg.compute_entropy:
-      entropy = jax.lax.stop_gradient(grpo.token_entropy(logits, cfg.temperature))
+    def token_stats(m, entropy):
+      hidden = completion_hidden(m, mb["prompt_ids"], mb["prompt_mask"], mb["input_features"],
+                                 mb["feature_mask"], mb["completions"], mb["completion_mask"],
+                                 cfg.num_samples)
+      return grpo.chunked_logp_entropy(hidden, m.language_model.logits, mb["completions"],
+                                       chunk=cfg.logits_chunk, temperature=cfg.temperature,
+                                       entropy=entropy)
+
+    stats = token_stats(model, cfg.compute_entropy)
+    logp = stats["logp"]
+    entropy = jax.lax.stop_gradient(stats["entropy"]) if cfg.compute_entropy else None
     ref_logp = None
     if ref_params is not None:
       ref_model = nnx.merge(self.graphdef, ref_params, frozen)
-      ref_logits = completion_logits(ref_model, mb["prompt_ids"], mb["prompt_mask"],
-                                     mb["input_features"], mb["feature_mask"], mb["completions"],
-                                     mb["completion_mask"], cfg.num_samples)
-      ref_logp = jax.lax.stop_gradient(
-          grpo.token_log_probs(ref_logits, mb["completions"], cfg.temperature))
+      ref_logp = jax.lax.stop_gradient(token_stats(ref_model, False)["logp"])
     old_logp = None
     if old_mb is not None:
       old_logp = jnp.where(first, jax.lax.stop_gradient(logp), old_mb)

@@ -289,6 +289,16 @@ class Sampler:
     return samples
 
 
+  def lower(self, params: nnx.State, batch: batching.PromptBatch, controls: loop.Controls, *,
+            num_samples: int) -> tuple[jax.stages.Lowered, jax.stages.Lowered]:
+    """(prefill, decode) lowered for these arguments, not run; abstract ones (ShapeDtypeStructs,
+    params carrying their shardings) are enough (cesar_jax.compile_check)."""
+    prefill = self._prefill_fn(params, batch, num_samples)
+    logits, cache = jax.eval_shape(prefill, params, batch)
+    decode = self._decode_fn(logits, cache, controls, num_samples)
+    return (prefill.lower(params, batch), decode.lower(params, logits, cache, controls))
+
+
 def _key_data(key: jax.Array) -> np.ndarray:
   """uint32 key data of a typed key (`jax.random.key`) or a raw one (`jax.random.PRNGKey`)."""
   if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):

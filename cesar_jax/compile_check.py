@@ -1,0 +1,456 @@
+r"""The `compile_check` job: compile a run's programs for a TPU slice on this machine, no TPU.
+
+    python -m cesar_jax.main --config=configs/qwen2_audio_7b_cesar.py \
+        --config.job=compile_check --config.compile_check.topology=v5e:8x8 --workdir=DIR
+
+With libtpu installed (the `[tpu]` extra), `jax.experimental.topologies` gives abstract TPU
+devices; the job builds the config's mesh over them, describes the train state, the batches and
+the sampler's inputs as ShapeDtypeStructs carrying their NamedShardings (no weights), lowers the
+programs a run executes exactly as the jobs build them (`Sampler.lower`, `GrpoUpdate.lower`,
+`SftUpdate.lower`) and compiles them with the TPU compiler. It writes
+`WORKDIR/compile_check.json`:
+
+    {"topology", "chips", "hbm_per_chip_bytes", "programs": {NAME: {"argument_bytes",
+     "output_bytes", "alias_bytes", "temp_bytes", "peak_bytes", "resident_bytes", "flops",
+     "bytes_accessed", "repeats", "roofline_s", "compile_s", "fits"}}, "fits", ...}
+
+and prints a table. Per device (= per chip on v5e / v6e / v5p): `peak_bytes` = argument +
+output - alias + temp (what the program needs while it runs, as MaxText's train_compile
+reports); `resident_bytes` = train-state arrays that stay in HBM during the program without
+being its arguments (the optimizer state and the reference params while the sampler runs); a
+program fits when peak + resident <= HBM. XLA's cost analysis counts a loop body once, so
+`flops` and `bytes_accessed` are per iteration of the program's outer loop and `roofline_s` =
+`repeats` x max(flops / chip peak, bytes / HBM bandwidth) (chips table: parallel/chips.py),
+with repeats = max_new_tokens for the decode loop, grad_accum_steps x mu for the GRPO update,
+grad_accum_steps for the SFT step. A roofline time is a lower bound (no collectives).
+
+Shapes are the config's worst case: B = data.batch_size prompts of the largest prompt bucket,
+G = sampling.num_samples, M = sampling.max_new_tokens, data.chunk_seconds of audio (100 mel
+frames per second); SFT: sft.batch_size prompts and sft.max_target_tokens targets.
+
+Model shape: as the run's (`init_from` a HF directory: its config.json; a run workdir: its
+model_config.json; random init: the config's model section, with the tokenizer's vocabulary
+unless the preset's is larger, i.e. the real checkpoint's size). `compile_check.remat` and
+`compile_check.logits_chunk` override the model's remat policy and the updates' log-prob chunk,
+to measure each memory measure on and off. `compile_check.depth_probe=(l1, l2)` compiles at
+two depths and extrapolates linearly to the real one (unrolled 7B programs take minutes each to
+compile on a small CPU; see `check`). A program the TPU compiler refuses for lack of HBM is
+reported as not fitting, with the temporaries it asked for (`out_of_memory`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from typing import Any, Mapping
+
+from cesar_jax import platforms
+
+platforms.default_to_cpu()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import logging  # noqa: E402
+from etils import epath  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
+
+from cesar_jax import model_store  # noqa: E402
+from cesar_jax.models import config as model_config_lib  # noqa: E402
+from cesar_jax.parallel import chips as chips_lib  # noqa: E402
+from cesar_jax.parallel import mesh as mesh_lib  # noqa: E402
+from cesar_jax.rl import optim  # noqa: E402
+from cesar_jax.rl import train_lib  # noqa: E402
+from cesar_jax.rl import train_step  # noqa: E402
+from cesar_jax.sampling import batching  # noqa: E402
+from cesar_jax.sampling import sampler as sampler_lib  # noqa: E402
+
+PROGRAMS = ("sampler_prefill", "sampler_decode", "grpo_update", "sft_step")
+REPORT_FILE = "compile_check.json"
+FRAMES_PER_SECOND = 100  # Whisper's log-mel hop: 10 ms
+
+
+# ---------------------------------------------------------------------------------------------
+# Abstract devices, mesh, arrays.
+# ---------------------------------------------------------------------------------------------
+
+
+def topology_devices(topology: str) -> list[Any]:
+  """The abstract TPU devices of a named topology (needs libtpu; no TPU)."""
+  chips_lib.parse_topology(topology)  # a clear error before libtpu's
+  if not platforms.libtpu_installed():
+    raise RuntimeError("compile_check needs libtpu: pip install -e '.[tpu]' "
+                       "(jax[tpu] pinned to the installed jax)")
+  os.environ.setdefault("TPU_ACCELERATOR_TYPE", chips_lib.accelerator_type(topology))
+  os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  # No chip is opened: several compile checks (or test workers) may hold libtpu at once.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  return list(topologies.get_topology_desc(platform="tpu", topology_name=topology).devices)
+
+
+def make_mesh(shape, devices) -> Mesh:
+  """The config's mesh over abstract devices (plain device order where jax's TPU layout
+  helper refuses, e.g. v4's two devices per chip)."""
+  try:
+    return mesh_lib.make_mesh(shape, devices=devices)
+  except (AssertionError, ValueError, NotImplementedError):
+    shape = list(shape)
+    if -1 in shape:
+      shape[shape.index(-1)] = len(devices) // math.prod(s for s in shape if s != -1)
+    auto = (jax.sharding.AxisType.Auto,) * len(shape)
+    return Mesh(np.asarray(devices).reshape(shape), mesh_lib.MESH_AXES, axis_types=auto)
+
+
+def _sds(shape, dtype, sharding=None) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype), sharding=sharding)
+
+
+def abstract_like(tree: Any, shardings: Any = None) -> Any:
+  """ShapeDtypeStructs of a tree of arrays (host or abstract), with shardings if given."""
+  if shardings is None:
+    return jax.tree.map(lambda x: _sds(np.shape(x), x.dtype), tree)
+  return jax.tree.map(lambda x, s: _sds(np.shape(x), x.dtype, s), tree, shardings)
+
+
+def device_bytes(tree: Any) -> int:
+  """Bytes one device holds of a tree of sharded ShapeDtypeStructs (the largest shard)."""
+  total = 0
+  for x in jax.tree.leaves(tree):
+    shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
+    total += math.prod(shape) * jnp.dtype(x.dtype).itemsize
+  return int(total)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's model, state and inputs, abstractly.
+# ---------------------------------------------------------------------------------------------
+
+
+def model_config(config: ml_collections.ConfigDict, tokenizer,
+                 depth: int | None = None) -> model_config_lib.AudioLMConfig:
+  """The model shape the run would have (see the module docstring); `depth` decoder layers
+  (and the encoder's in proportion) instead of the real number, for the depth probe."""
+  cfg = _run_model_config(config, tokenizer)
+  if depth is None:
+    return cfg
+  ratio = cfg.audio.encoder_layers / cfg.text.num_hidden_layers
+  return cfg.replace(num_hidden_layers=depth, encoder_layers=max(1, round(depth * ratio)))
+
+
+def _run_model_config(config, tokenizer) -> model_config_lib.AudioLMConfig:
+  section = dict(config.model.items())
+  init_from = str(config.init_from)
+  overrides = {}
+  if config.compile_check.remat:
+    overrides["remat"] = str(config.compile_check.remat)
+  if init_from and model_store.is_hf_dir(init_from):
+    hf = json.loads((epath.Path(init_from) / "config.json").read_text())
+    dtypes = {k: section[k] for k in ("dtype", "param_dtype") if k in section}
+    return model_config_lib.AudioLMConfig.from_hf(hf, **dtypes, **overrides)
+  if init_from and model_store.is_run_workdir(init_from):
+    return model_store.read_model_config(init_from).replace(**overrides)
+  own = model_config_lib.from_config_dict(section)
+  if tokenizer.vocab_size >= own.text.vocab_size:
+    own = model_store.resolve_model_config(section, tokenizer)
+  return own.replace(**overrides)
+
+
+def abstract_train_state(cfg: model_config_lib.AudioLMConfig, tx, mesh: Mesh):
+  """(graphdef, abstract train state with shardings, its shardings), as init_train_state."""
+  graphdef, params = model_store.abstract_model(cfg, mesh)
+  trainable, _ = train_lib.split_trainable(params)
+  state = {"params": params, "opt_state": jax.eval_shape(tx.init, trainable)}
+  shardings = train_lib.state_shardings(state, mesh)
+  return graphdef, abstract_like(state, shardings), shardings
+
+
+def _frames(config) -> int:
+  frames = int(round(float(config.data.chunk_seconds) * FRAMES_PER_SECOND))
+  return frames + frames % 2  # the encoder takes an even number of frames
+
+
+def _prompt_arrays(b: int, p: int, n_mels: int, frames: int) -> dict[str, jax.ShapeDtypeStruct]:
+  return {"prompt_ids": _sds((b, p), jnp.int32), "prompt_mask": _sds((b, p), jnp.int32),
+          "input_features": _sds((b, n_mels, frames), jnp.float32),
+          "feature_mask": _sds((b, frames), jnp.int32)}
+
+
+def _step_config(config, chunk: int) -> train_step.StepConfig:
+  from cesar_jax.rl import trainer  # pylint: disable=g-import-not-at-top
+  step = trainer.step_config(config)
+  if chunk >= 0:
+    step = dataclasses.replace(step, logits_chunk=chunk)
+  return step
+
+
+def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
+                   names=PROGRAMS, depth: int | None = None) -> dict[str, dict[str, Any]]:
+  """{name: {"lowered", "repeats", "resident"}} for the programs named. Lowered under
+  `jax.set_mesh(mesh)` when `config.compile_check.activation_constraints` (as the jobs run)."""
+  from cesar_jax import sft  # pylint: disable=g-import-not-at-top
+  from cesar_jax.rl import trainer  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(names) - set(PROGRAMS))
+  if unknown:
+    raise ValueError(f"config.compile_check.programs: unknown {unknown}; known: {PROGRAMS}")
+  cfg = model_config(config, tokenizer, depth)
+  tx = optim.make_optimizer(config.optim)
+  graphdef, state, shardings = abstract_train_state(cfg, tx, mesh)
+  step = _step_config(config, int(config.compile_check.logits_chunk))
+  b, g = int(config.data.batch_size), int(config.sampling.num_samples)
+  p, m = max(int(x) for x in config.data.buckets), int(config.sampling.max_new_tokens)
+  n_mels, frames = int(config.data.n_mels), _frames(config)
+  ref = state["params"] if step.loss.beta > 0 else None
+  out: dict[str, dict[str, Any]] = {}
+  context = (jax.set_mesh(mesh) if config.compile_check.activation_constraints
+             else contextlib.nullcontext())
+
+  if {"sampler_prefill", "sampler_decode"} & set(names):
+    sampler = sampler_lib.Sampler(graphdef, trainer.sampler_config(config, tokenizer), mesh)
+    prompts = _prompt_arrays(b, p, n_mels, frames)
+    batch = batching.PromptBatch(
+        input_ids=prompts["prompt_ids"], attention_mask=prompts["prompt_mask"],
+        input_features=prompts["input_features"],
+        feature_attention_mask=prompts["feature_mask"])
+    # A raw key (no eager jax op: the default backend may be a bare TPU topology here).
+    controls = abstract_like(sampler.controls(b * g, key=np.zeros((2,), np.uint32)))
+    with context:
+      prefill, decode = sampler.lower(state["params"], batch, controls, num_samples=g)
+    # Held in HBM while sampling without being an argument: optimizer state, reference.
+    resident = device_bytes(state["opt_state"]) + (0 if ref is None else device_bytes(ref))
+    out["sampler_prefill"] = dict(lowered=prefill, repeats=1, resident=resident)
+    out["sampler_decode"] = dict(lowered=decode, repeats=m, resident=resident)
+
+  if "grpo_update" in names:
+    update = train_step.GrpoUpdate(graphdef, tx, step, mesh, shardings)
+    n = b * g
+    rollouts = train_step.Rollouts(
+        **_prompt_arrays(b, p, n_mels, frames), completions=_sds((n, m), jnp.int32),
+        completion_mask=_sds((n, m), bool), loss_mask=_sds((n, m), bool),
+        old_logp=_sds((n, m), jnp.float32), advantages=_sds((n,), jnp.float32),
+        loss_scale=_sds((), jnp.float32))
+    with context:
+      lowered = update.lower(state, rollouts, ref)
+    out["grpo_update"] = dict(lowered=lowered, repeats=step.grad_accum_steps * step.mu,
+                              resident=0)
+
+  if "sft_step" in names:
+    k = int(config.sft.grad_accum_steps)
+    chunk = int(config.compile_check.logits_chunk)
+    kwargs = {} if chunk < 0 else {"logits_chunk": chunk}
+    sft_tx = optim.make_optimizer(sft.optim_section(config))
+    update = sft.SftUpdate(graphdef, sft_tx, k, mesh, shardings, **kwargs)
+    bs, t = int(config.sft.batch_size), int(config.sft.max_target_tokens)
+    batch = dict(_prompt_arrays(bs, p, n_mels, frames), targets=_sds((bs, t), jnp.int32),
+                 target_mask=_sds((bs, t), jnp.int32))
+    with context:
+      lowered = update.lower(state, batch)
+    out["sft_step"] = dict(lowered=lowered, repeats=k, resident=0)
+  return {name: out[name] for name in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis, report.
+# ---------------------------------------------------------------------------------------------
+
+
+def analyse(compiled, chip: chips_lib.ChipSpec, *, repeats: int, resident: int,
+            budget: int, devices_per_chip: int = 1) -> dict[str, Any]:
+  """The per-device figures of one compiled program (see the module docstring)."""
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
+  alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
+  peak = arg + out - alias + temp
+  flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+  return {
+      "argument_bytes": arg, "output_bytes": out, "alias_bytes": alias, "temp_bytes": temp,
+      "peak_bytes": peak, "resident_bytes": int(resident), "flops": flops,
+      "bytes_accessed": nbytes, "repeats": int(repeats),
+      "roofline_s": repeats * chip.roofline_s(flops, nbytes, devices_per_chip),
+      "fits": peak + resident <= budget,
+  }
+
+
+_OOM_TEMP = re.compile(r"HLO temporaries \(([0-9.]+)([KMGT])\)")
+
+
+def out_of_memory(message: str, *, repeats: int, resident: int) -> dict[str, Any]:
+  """The entry of a program the TPU compiler refused for lack of HBM: not fitting, with the
+  temporaries it asked for (its message's figure) and no cost figures."""
+  match = _OOM_TEMP.search(message)
+  temp = 0
+  if match:
+    temp = int(float(match.group(1)) * 1024**"KMGT".index(match.group(2)) * 1024)
+  return {"argument_bytes": 0, "output_bytes": 0, "alias_bytes": 0, "temp_bytes": temp,
+          "peak_bytes": temp, "resident_bytes": int(resident), "flops": 0.0,
+          "bytes_accessed": 0.0, "repeats": int(repeats), "roofline_s": None,
+          "fits": False, "error": message.strip().splitlines()[0][:500]}
+
+
+def _compile(config, mesh, tokenizer, chip, budget: int, per_chip: int,
+             depth: int | None = None, on_program=None) -> dict[str, dict[str, Any]]:
+  programs = {}
+  names = tuple(config.compile_check.programs)
+  lowered = lower_programs(config, mesh, tokenizer, names, depth)
+  for name, item in lowered.items():
+    start = time.perf_counter()
+    try:
+      compiled = item["lowered"].compile()
+    except jax.errors.JaxRuntimeError as e:
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      programs[name] = out_of_memory(str(e), repeats=item["repeats"],
+                                     resident=item["resident"])
+    else:
+      programs[name] = analyse(compiled, chip, repeats=item["repeats"],
+                               resident=item["resident"], budget=budget,
+                               devices_per_chip=per_chip)
+    seconds = time.perf_counter() - start
+    programs[name]["compile_s"] = round(seconds, 2)
+    logging.info("compiled %s for %s (%s layers) in %.1f s", name, config.compile_check.topology,
+                 "all" if depth is None else depth, seconds)
+    if on_program is not None:
+      on_program(depth, dict(programs))
+  return programs
+
+
+_LINEAR = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "resident_bytes",
+           "flops", "bytes_accessed")
+
+
+def extrapolate(low: Mapping[str, Any], high: Mapping[str, Any], layers: tuple[int, int],
+                depth: int, chip: chips_lib.ChipSpec, budget: int,
+                per_chip: int = 1) -> dict[str, Any]:
+  """One program's figures at `depth` layers, linear in depth from its figures at two depths.
+
+  Per-layer parameters, optimizer moments, gradients, saved (remat) layer inputs and per-layer
+  flops are linear in depth; the rest (embeddings, LM head, the logits chunks) is constant.
+  """
+  l1, l2 = layers
+  if "error" in low or "error" in high:  # refused by the compiler at a probe depth: no fit
+    return dict(high if "error" in high else low, fits=False, extrapolated=True)
+  t = (depth - l1) / (l2 - l1)
+  out = {k: low[k] + (high[k] - low[k]) * t for k in _LINEAR}
+  for k in _LINEAR:
+    if k.endswith("_bytes"):
+      out[k] = int(round(out[k]))
+  out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
+                       + out["temp_bytes"])
+  out["repeats"] = low["repeats"]
+  out["roofline_s"] = out["repeats"] * chip.roofline_s(out["flops"], out["bytes_accessed"],
+                                                       per_chip)
+  out["fits"] = out["peak_bytes"] + out["resident_bytes"] <= budget
+  out["compile_s"] = round(low["compile_s"] + high["compile_s"], 2)
+  out["extrapolated"] = True
+  return out
+
+
+def check(config: ml_collections.ConfigDict, on_update=None) -> dict[str, Any]:
+  """Compiles the configured programs for `config.compile_check.topology`; the report dict.
+
+  With `compile_check.depth_probe = (l1, l2)` the programs are compiled with l1 and l2 decoder
+  layers (the encoder's in proportion) and every figure is extrapolated linearly to the real
+  depth (compile time of an unrolled 7B program: minutes per program on 2 cores), each program
+  marked `"extrapolated": true`, the probe figures kept under `depth_probe`. `on_update(report)`
+  is called after each compiled program (the job writes the JSON each time).
+  """
+  section = config.compile_check
+  topology = str(section.topology)
+  chip = chips_lib.chip_for_topology(topology)
+  devices = topology_devices(topology)
+  per_chip = len({getattr(d, "core_on_chip", 0) for d in devices})
+  hbm = int(float(section.hbm_gib) * chips_lib.GiB) if float(section.hbm_gib) > 0 else chip.hbm_bytes
+  budget = hbm // per_chip
+  mesh = make_mesh(tuple(int(s) for s in config.mesh.shape), devices)
+  tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
+  cfg = model_config(config, tokenizer)
+  depth = cfg.text.num_hidden_layers
+  report: dict[str, Any] = {
+      "topology": topology, "chips": len(devices) // per_chip, "hbm_per_chip_bytes": hbm,
+      "devices_per_chip": per_chip, "mesh": dict(mesh.shape), "chip": chip.name,
+      "chip_source": chip.source,
+      "model": {"remat": cfg.remat, "dtype": cfg.dtype, "param_dtype": cfg.param_dtype,
+                "decoder_layers": depth, "encoder_layers": cfg.audio.encoder_layers},
+      "logits_chunk": _step_config(config, int(section.logits_chunk)).logits_chunk,
+      "programs": {}, "fits": None,
+  }
+
+  def update(probe_depth, programs):
+    if probe_depth is None:
+      report["programs"] = programs
+    else:
+      report.setdefault("depth_probe", {"layers": list(probe), "to": depth, "programs": {}})
+      report["depth_probe"]["programs"][str(probe_depth)] = programs
+    if on_update is not None:
+      on_update(report)
+
+  probe = tuple(int(x) for x in section.depth_probe)
+  if not probe:
+    report["programs"] = _compile(config, mesh, tokenizer, chip, budget, per_chip, None, update)
+  else:
+    if len(probe) == 1 and probe[0] >= 1:  # one depth only: its figures, not extrapolated
+      report["programs"] = _compile(config, mesh, tokenizer, chip, budget, per_chip, probe[0],
+                                    update)
+      report["model"]["compiled_layers"] = probe[0]
+      report["fits"] = all(p["fits"] for p in report["programs"].values())
+      return report
+    if len(probe) != 2 or not 1 <= probe[0] < probe[1]:
+      raise ValueError(f"config.compile_check.depth_probe={probe}: need two layer counts "
+                       "1 <= l1 < l2, one (that depth only), or () for the real depth")
+    runs = [_compile(config, mesh, tokenizer, chip, budget, per_chip, d, update) for d in probe]
+    report["programs"] = {name: extrapolate(runs[0][name], runs[1][name], probe, depth, chip,
+                                            budget, per_chip) for name in runs[0]}
+  report["fits"] = all(p["fits"] for p in report["programs"].values())
+  if on_update is not None:
+    on_update(report)
+  return report
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+  """A fixed-width table of the report (GiB per device, roofline seconds)."""
+  gib = lambda x: f"{x / chips_lib.GiB:8.2f}"  # noqa: E731
+  lines = [f"compile_check {report['topology']}: {report['chips']} chips, "
+           f"{report['hbm_per_chip_bytes'] / chips_lib.GiB:.1f} GiB HBM per chip, mesh "
+           f"{report['mesh']}, fits: {report['fits']}",
+           f"{'program':16s} {'args':>8s} {'out':>8s} {'alias':>8s} {'temp':>8s} {'peak':>8s} "
+           f"{'+resid':>8s} {'fits':>5s} {'TFLOP':>9s} {'GB acc':>8s} {'x':>4s} "
+           f"{'roofline':>9s} {'compile':>8s}"]
+  for name, p in report["programs"].items():
+    lines.append(
+        f"{name:16s} {gib(p['argument_bytes'])} {gib(p['output_bytes'])} {gib(p['alias_bytes'])} "
+        f"{gib(p['temp_bytes'])} {gib(p['peak_bytes'])} "
+        f"{gib(p['peak_bytes'] + p['resident_bytes'])} {str(p['fits']):>5s} "
+        f"{p['flops'] / 1e12:9.3f} {p['bytes_accessed'] / 1e9:8.2f} {p['repeats']:4d} "
+        + ("(refused: out of HBM) " if "error" in p else "")
+        + (f"{p['roofline_s']:8.3f}s" if p["roofline_s"] is not None else f"{'-':>9s}")
+        + f" {p['compile_s']:7.1f}s"
+        + (" (extrapolated in depth)" if p.get("extrapolated") else ""))
+  lines.append("(GiB per device; TFLOP and GB accessed per loop iteration; roofline = x * max("
+               "flops / peak, bytes / HBM bandwidth))")
+  return "\n".join(lines)
+
+
+def write_report(report: Mapping[str, Any], workdir: str) -> epath.Path:
+  path = epath.Path(workdir) / REPORT_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+  return path
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The `compile_check` job (cesar_jax.main)."""
+  write = (lambda r: write_report(r, workdir)) if jax.process_index() == 0 else None
+  report = check(config, on_update=write)
+  if jax.process_index() == 0:
+    path = write_report(report, workdir)
+    print(format_table(report))
+    logging.info("wrote %s", path)
