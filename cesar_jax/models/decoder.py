@@ -215,6 +215,48 @@ class Decoder(nnx.Module):
       x = constrain(x, RESIDUAL)
     return self.norm(x)
 
+  def shared_prefix(self, prefix_embeds: jax.Array, prefix_mask: jax.Array, embeds: jax.Array,
+                    attention_mask: jax.Array, group: int) -> tuple[jax.Array, jax.Array]:
+    """Causal forward of B groups: one prefix each, shared by its `group` continuations.
+
+    prefix_embeds: [B, P, E] (left-padded prompts), prefix_mask: [B, P]; embeds: [B * G, M, E]
+    (G = `group` rows per prefix, contiguous), attention_mask: [B * G, M]. The prefix runs
+    through each layer ONCE per group; each continuation attends to its group's prefix keys and
+    values and causally to its own tokens, at positions continuing the prefix's: the same
+    values as the full forward of [prefix; continuation] repeated G times, at about
+    (P + G M) / (G (P + M)) of its token work, and gradients reach the prefix once (summed
+    over the group). Returns final-normed hidden states (prefix [B, P, E], rows [B * G, M, E]).
+    """
+    b, p, _ = prefix_embeds.shape
+    n, m, _ = embeds.shape
+    if n != b * group:
+      raise ValueError(f"shared_prefix: {n} rows are not {b} prefixes x group {group}")
+    pm = prefix_mask.astype(bool)
+    am = attention_mask.astype(bool)
+    cos_p, sin_p = self._rope(positions_from_mask(pm))
+    start = jnp.repeat(jnp.sum(pm, axis=1, dtype=jnp.int32), group)
+    cos_c, sin_c = self._rope(positions_from_mask(am, start))
+    prefix_keys = pm[:, None, None, :]  # causality inside the attention call
+    # Continuation queries see every real prefix slot, then their own tokens causally.
+    own = jnp.tril(jnp.ones((m, m), bool))[None] & am[:, None, :]  # [N, M, M]
+    seen = jnp.repeat(pm, group, axis=0)[:, None, :]  # [N, 1, P]
+    mask = jnp.concatenate([jnp.broadcast_to(seen, (n, m, p)), own], axis=-1)[:, None]
+
+    def layer_fn(layer, xp, xc, cos_p, sin_p, prefix_keys, cos_c, sin_c, mask):
+      xp, (k, v) = layer(xp, cos_p, sin_p, prefix_keys, is_causal=True)
+      pad = ((0, 0), (0, m), (0, 0), (0, 0))
+      kv = (jnp.pad(jnp.repeat(k, group, axis=0), pad), jnp.pad(jnp.repeat(v, group, axis=0), pad))
+      xc, _ = layer(xc, cos_c, sin_c, mask, kv, jnp.asarray(p, jnp.int32))
+      return xp, xc
+
+    call = remat_lib.layer_call(self.remat, layer_fn)
+    xp = constrain(prefix_embeds.astype(self.dtype), RESIDUAL)
+    xc = constrain(embeds.astype(self.dtype), RESIDUAL)
+    for layer in self.layers:
+      xp, xc = call(layer, xp, xc, cos_p, sin_p, prefix_keys, cos_c, sin_c, mask)
+      xp, xc = constrain(xp, RESIDUAL), constrain(xc, RESIDUAL)
+    return self.norm(xp), self.norm(xc)
+
   def prefill(self, embeds: jax.Array, attention_mask: jax.Array,
               cache: KVCache) -> tuple[jax.Array, KVCache]:
     """Run T (left-padded) prompt tokens into a FRESH cache (index 0): attention among the T

@@ -132,25 +132,23 @@ def completion_hidden(model: AudioLM, prompt_ids: jax.Array, prompt_mask: jax.Ar
   """Final-normed hidden states [b * G, M, E] predicting each completion token.
 
   prompt_*: [b, ...] (one row per prompt), completions: int32[b * G, M] (G rows per prompt,
-  contiguous). The audio is encoded once per prompt and repeated G times; only prompt
-  positions take audio (a sampled `<|AUDIO|>` id in a completion stays a plain token, as in
-  the sampler's decode steps).
+  contiguous). Each group's prompt (its audio encoded and spliced in) runs through the decoder
+  ONCE and its G completions attend to it (`Decoder.shared_prefix`): the values of the full
+  forward of [prompt; completion] per row, without G copies of the prompt's work (the prompt
+  is most of a rollout's tokens: 750 audio tokens per 30 s clip). Only prompt positions take
+  audio (a sampled `<|AUDIO|>` id in a completion stays a plain token, as in the sampler's
+  decode steps).
   """
   g = num_samples
-  p = prompt_ids.shape[1]
+  lm = model.language_model
   audio_embeds, audio_lengths = model.encode_audio(input_features, feature_mask)
-  audio_embeds = jnp.repeat(audio_embeds, g, axis=0)
-  audio_lengths = jnp.repeat(audio_lengths, g, axis=0)
-  prompt_ids = jnp.repeat(prompt_ids, g, axis=0)
-  prompt_mask = jnp.repeat(prompt_mask, g, axis=0)
-  ids = jnp.concatenate([prompt_ids, completions.astype(prompt_ids.dtype)], axis=1)
-  mask = jnp.concatenate([prompt_mask.astype(bool), completion_mask.astype(bool)], axis=1)
-  is_audio = jnp.concatenate([prompt_ids == model.config.audio_token_id,
-                              jnp.zeros(completions.shape, bool)], axis=1)
-  embeds = splice_audio(model.language_model.embed(ids), is_audio, audio_embeds, audio_lengths)
-  hidden = model.language_model(embeds, mask)
-  # Position P - 1 + t predicts completion token t.
-  return hidden[:, p - 1:-1]
+  prompt_embeds = splice_audio(lm.embed(prompt_ids), prompt_ids == model.config.audio_token_id,
+                               audio_embeds, audio_lengths)
+  prefix, rows = lm.shared_prefix(prompt_embeds, prompt_mask, lm.embed(completions),
+                                  completion_mask, g)
+  # Position P - 1 + t predicts completion token t: the prompt's last position predicts the
+  # first token, each completion position the next one.
+  return jnp.concatenate([jnp.repeat(prefix[:, -1:], g, axis=0), rows[:, :-1]], axis=1)
 
 
 def _rollout_fields(r: Rollouts) -> dict[str, jax.Array]:
