@@ -3,6 +3,9 @@
     update = GrpoUpdate(graphdef, tx, StepConfig(...), mesh, state_shardings)
     state, metrics = update(state, rollouts, ref_params)    # ref_params None when beta == 0
 
+`ref_params` is the reference policy's trainable part (`train_lib.split_trainable`): merged with
+the policy's own frozen part, so LoRA's reference is the fresh adapters over the shared base.
+
 Inside, for each of `mu` passes (one optimizer update each), the B prompts are split into
 `grad_accum_steps` minibatches of whole groups (B / k prompts and their G rollouts); a
 `lax.scan` over them accumulates the gradient of the clipped GRPO loss (cesar_jax.rl.grpo), and

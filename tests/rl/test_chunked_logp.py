@@ -89,7 +89,7 @@ def test_bad_tokens_shape_is_an_error_naming_both():
 
 @pytest.fixture(scope="module")
 def mesh():
-  return mesh_lib.make_mesh((1, -1, 1))
+  return mesh_lib.make_mesh((1, 2, 4))  # 2 batch shards: the test batches of 4 split
 
 
 def _grpo_step(mesh, chunk, beta):
@@ -98,7 +98,8 @@ def _grpo_step(mesh, chunk, beta):
   config = train_step.StepConfig(num_samples=rl_fixtures.G, grad_accum_steps=2, temperature=0.8,
                                  loss=grpo.LossConfig(beta=beta), logits_chunk=chunk)
   # Another policy as the reference, so that the KL term is not 0.
-  ref = nnx.split(rl_fixtures._model(mesh, seed=1))[1] if beta > 0 else None
+  ref = (train_lib.split_trainable(nnx.split(rl_fixtures._model(mesh, seed=1))[1])[0]
+         if beta > 0 else None)
   state, shardings = train_lib.init_train_state(params, tx, mesh)
   update = train_step.GrpoUpdate(graphdef, tx, config, mesh, shardings)
   state, metrics = update(state, rl_fixtures._rollouts(seed=1), ref)
