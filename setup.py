@@ -37,11 +37,10 @@ setuptools.setup(
                  "fsspec",
                  # tests/test_notebooks.py executes the notebooks in a Jupyter kernel.
                  "papermill>=2.6", "nbclient>=0.10", "ipykernel>=6"],
-        # TPU VMs: cloud workdirs (gs://, read and written through etils.epath -> fsspec).
-        "tpu": ["gcsfs"],
         "notebooks": ["jupyter", "ipywidgets"],
-        # libtpu for the compile_check job (abstract TPU devices on any host); pinned to the
-        # installed jax. On a host without a TPU the package still picks the CPU backend.
-        "tpu": ["jax[tpu]==0.10.2"],
+        # TPU VMs and the compile check: libtpu (abstract TPU devices on any host; pinned to the
+        # installed jax; on a host without a TPU the package still picks the CPU backend) and
+        # gcsfs (gs:// workdirs, read and written through etils.epath -> fsspec).
+        "tpu": ["jax[tpu]==0.10.2", "gcsfs"],
     },
 )
