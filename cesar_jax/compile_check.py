@@ -62,7 +62,9 @@ from etils import epath  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import Mesh  # noqa: E402
 
+from cesar_jax import lora as lora_lib  # noqa: E402
 from cesar_jax import model_store  # noqa: E402
+from cesar_jax.models.audio_lm import AudioLM  # noqa: E402
 from cesar_jax.models import config as model_config_lib  # noqa: E402
 from cesar_jax.parallel import chips as chips_lib  # noqa: E402
 from cesar_jax.parallel import mesh as mesh_lib  # noqa: E402
@@ -163,9 +165,24 @@ def _run_model_config(config, tokenizer) -> model_config_lib.AudioLMConfig:
   return own.replace(**overrides)
 
 
-def abstract_train_state(cfg: model_config_lib.AudioLMConfig, tx, mesh: Mesh):
-  """(graphdef, abstract train state with shardings, its shardings), as init_train_state."""
-  graphdef, params = model_store.abstract_model(cfg, mesh)
+def abstract_train_state(cfg: model_config_lib.AudioLMConfig, tx, mesh: Mesh, lora=None):
+  """(graphdef, abstract train state with shardings, its shardings), as init_train_state.
+
+  With `lora` enabled (a `config.lora` section): the base in the compute dtype and float32
+  adapters, as `model_store.add_adapters` makes them (the trainable part is the adapters).
+  """
+  if lora_lib.enabled(lora):
+    def build():
+      model = AudioLM(cfg.replace(param_dtype=cfg.dtype), rngs=nnx.Rngs(0))
+      lora_lib.apply(model, lora)
+      adapters = nnx.state(model, nnx.LoRAParam)
+      nnx.update(model, jax.tree.map(lambda x: x.astype(jnp.float32), adapters))
+      return model
+    graphdef, params = nnx.split(nnx.eval_shape(build))
+    params = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                          params, mesh_lib.state_shardings(params, mesh))
+  else:
+    graphdef, params = model_store.abstract_model(cfg, mesh)
   trainable, _ = train_lib.split_trainable(params)
   state = {"params": params, "opt_state": jax.eval_shape(tx.init, trainable)}
   shardings = train_lib.state_shardings(state, mesh)
@@ -202,12 +219,13 @@ def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
     raise ValueError(f"config.compile_check.programs: unknown {unknown}; known: {PROGRAMS}")
   cfg = model_config(config, tokenizer, depth)
   tx = optim.make_optimizer(config.optim)
-  graphdef, state, shardings = abstract_train_state(cfg, tx, mesh)
+  graphdef, state, shardings = abstract_train_state(cfg, tx, mesh, config.get("lora"))
   step = _step_config(config, int(config.compile_check.logits_chunk))
   b, g = int(config.data.batch_size), int(config.sampling.num_samples)
   p, m = max(int(x) for x in config.data.buckets), int(config.sampling.max_new_tokens)
   n_mels, frames = int(config.data.n_mels), _frames(config)
-  ref = state["params"] if step.loss.beta > 0 else None
+  # The reference is the policy's trainable part at the start (train_step.GrpoUpdate).
+  ref = train_lib.split_trainable(state["params"])[0] if step.loss.beta > 0 else None
   out: dict[str, dict[str, Any]] = {}
   context = (jax.set_mesh(mesh) if config.compile_check.activation_constraints
              else contextlib.nullcontext())

@@ -295,7 +295,8 @@ def load_policy(init_from: str, model_section: Mapping[str, Any],
     dtype = jnp.dtype(model_section.get("param_dtype", "float32"))
     compute = jnp.dtype(model_section.get("dtype", dtype.name))
     from cesar_jax.checkpoints import hf  # pylint: disable=g-import-not-at-top
-    model = hf.load(init_from, dtype=dtype, mesh=mesh, compute_dtype=compute)
+    model = hf.load(init_from, dtype=dtype, mesh=mesh, compute_dtype=compute,
+                    remat=str(model_section.get("remat", "none")))
   else:
     raise FileNotFoundError(
         f"config.init_from={init_from!r} is neither a run workdir (with {MODEL_CONFIG_FILE} and "

@@ -40,10 +40,11 @@ def make(arg, *, job: str, steps: int, reward_preset: str):
   config.checkpoint_every = 50
 
   # Model section: float32 masters, bfloat16 compute (logits stay float32).
-  config.model = common.model("qwen2_5_omni_7b", dtype="bfloat16", param_dtype="float32")
+  config.model = common.model("qwen2_5_omni_7b", dtype="bfloat16", param_dtype="float32",
+                              remat="full")  # layers recomputed in the backward pass (docs/scaling.md)
 
-  # Mesh section: FSDP over every chip.
-  config.mesh.shape = (1, -1, 1)
+  # Mesh section: FSDP over the chips, 8-way tensor parallelism within.
+  config.mesh.shape = (1, -1, 8)  # FSDP x 8-way tensor parallelism: fits v5e:8x8 (docs/scaling.md)
 
   # Data section: AVQA in R1-AQA's format, prepared with cesar_jax.data.builders.
   config.data.name = "avqa"

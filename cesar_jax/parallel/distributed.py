@@ -20,7 +20,11 @@ ENV_LOCAL_DEVICES = "CESAR_LOCAL_CPU_DEVICES"
 
 
 def _on_tpu_pod() -> bool:
-  return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"))
+  """A TPU VM worker: a chip is attached and the TPU runtime's worker variables are set (the
+  variables alone are not enough: the compile check sets them on a CPU host for libtpu)."""
+  from cesar_jax import platforms  # pylint: disable=g-import-not-at-top
+  named = os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID")
+  return bool(named) and platforms.tpu_chips_present()
 
 
 def initialize() -> None:
