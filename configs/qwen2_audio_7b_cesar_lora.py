@@ -38,8 +38,10 @@ def get_config(arg=None):
     config.lora.alpha = 32.0
 
     # Data section: 8 prompts a step on one v5e-8 (our choice; CESAR: 32 on 8 H200s).
-    config.data.batch_size = 8  # one prompt per chip of the 8 (FSDP over all of them)
-    config.grpo.grad_accum_steps = 1  # a minibatch of 4 prompts would not split over 8 chips
+    config.data.batch_size = 8  # mesh (1, 1, 8) on 8 chips: tensor parallelism, no batch split
+    # Four minibatches of 2 prompts x K = 8: the update's activations at one minibatch fit
+    # (docs/scaling.md: one minibatch of 8 prompts needs 29 GiB per chip).
+    config.grpo.grad_accum_steps = 4
 
     # Optimizer section: adapters learn at a larger lr than full weights (our choice).
     config.optim.lr = 1e-4
