@@ -23,39 +23,12 @@ _ROOT = str(pathlib.Path(__file__).resolve().parents[1])  # the repo root, for `
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 from cesar_jax import config as config_lib  # noqa: E402
-from configs import qwen2_5_omni_7b  # noqa: E402
+from configs import qwen2_5_omni_7b, qwen2_audio_7b_cesar  # noqa: E402
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, job="grpo", steps=1000, init_from="", data_dir="")
   config = qwen2_5_omni_7b.make(arg, job=arg.job, steps=arg.steps, reward_preset="cesar")
-
-  # Data section: global batch 32 prompts (CESAR).
-  config.data.batch_size = 32
-
-  # Sampling section.
-  config.sampling.num_samples = 8  # K = 8 (CESAR)
-  config.sampling.temperature = 1.0  # our choice (not published)
-  config.sampling.max_new_tokens = 320  # think up to L_max_output = 256 plus the answer
-  config.sampling.budget_mode = "forced"
-  config.sampling.think_budget = -1  # natural length; the overthinking reward shortens it
-
-  # Rewards section: weights 5/1/1/1/1 and L_max_output = 256 (CESAR, Sec. 3.3).
-  config.rewards.weights.accuracy = 5.0
-  config.rewards.overthinking.max_think_tokens = 256
-
-  # GRPO section.
-  config.grpo.advantage = "none"  # A = R - mean_K(R) (CESAR)
-  config.grpo.loss_aggregation = "grpo"
-  config.grpo.beta = 0.04  # our choice (R1-AQA's); CESAR's is not published
-  config.grpo.epsilon_low = 0.2  # our choice (TRL's default)
-  config.grpo.epsilon_high = 0.2
-  config.grpo.mu = 1
-  config.grpo.grad_accum_steps = 4  # memory: our choice
-
-  # Optimizer section: AdamW, lr 1e-5 (CESAR).
-  config.optim.lr = 1e-5
-  config.optim.warmup_steps = min(10, arg.steps // 2)  # our choice
-
+  qwen2_audio_7b_cesar.apply_recipe(config, arg.steps)  # the same published values
   config.lock()
   return config

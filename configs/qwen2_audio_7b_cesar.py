@@ -26,10 +26,8 @@ from cesar_jax import config as config_lib  # noqa: E402
 from configs import qwen2_audio_7b  # noqa: E402
 
 
-def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, job="grpo", steps=1000, init_from="", data_dir="")
-  config = qwen2_audio_7b.make(arg, job=arg.job, steps=arg.steps, reward_preset="cesar")
-
+def apply_recipe(config, steps: int):
+  """CESAR's published values (and our documented choices) on a 7B base config, in place."""
   # Data section: global batch 32 prompts (CESAR).
   config.data.batch_size = 32
 
@@ -55,7 +53,14 @@ def get_config(arg=None):
 
   # Optimizer section: AdamW, lr 1e-5 (CESAR).
   config.optim.lr = 1e-5
-  config.optim.warmup_steps = min(10, arg.steps // 2)  # our choice
+  config.optim.warmup_steps = min(10, steps // 2)  # our choice
 
+  return config
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, job="grpo", steps=1000, init_from="", data_dir="")
+  config = qwen2_audio_7b.make(arg, job=arg.job, steps=arg.steps, reward_preset="cesar")
+  apply_recipe(config, arg.steps)
   config.lock()
   return config
