@@ -42,6 +42,8 @@ def get_config(arg=None):
     # Four minibatches of 2 prompts x K = 8: the update's activations at one minibatch fit
     # (docs/scaling.md: one minibatch of 8 prompts needs 29 GiB per chip).
     config.grpo.grad_accum_steps = 4
+    config.sft.batch_size = 8  # a cold start on the slice, if wanted: 4 minibatches of 2
+    config.sft.grad_accum_steps = 4
 
     # Optimizer section: adapters learn at a larger lr than full weights (our choice).
     config.optim.lr = 1e-4
