@@ -28,24 +28,30 @@ from cesar_jax import config as config_lib  # noqa: E402
 from configs import qwen2_audio_7b_cesar  # noqa: E402
 
 
+def apply_lora_recipe(config):
+  """The adapters and the v5e-8 sizing on a (unlocked) CESAR 7B config, in place."""
+  # LoRA section: rank 16, alpha 32 on q, k, v, o, gate, up, down of every decoder layer.
+  config.lora.rank = 16
+  config.lora.alpha = 32.0
+
+  # Data section: 8 prompts a step on one v5e-8 (our choice; CESAR: 32 on 8 H200s).
+  config.data.batch_size = 8  # mesh (1, 1, 8) on 8 chips: tensor parallelism, no batch split
+  # Four minibatches of 2 prompts x K = 8: the update's activations at one minibatch fit
+  # (docs/scaling.md: one minibatch of 8 prompts needs 29 GiB per chip).
+  config.grpo.grad_accum_steps = 4
+  config.sft.batch_size = 8  # a cold start on the slice, if wanted: 4 minibatches of 2
+  config.sft.grad_accum_steps = 4
+
+  # Optimizer section: adapters learn at a larger lr than full weights (our choice).
+  config.optim.lr = 1e-4
+  return config
+
+
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, job="grpo", steps=1000, init_from="", data_dir="")
   config = qwen2_audio_7b_cesar.get_config(
       f"job={arg.job},steps={arg.steps},init_from={arg.init_from},data_dir={arg.data_dir}")
   with config.unlocked():
-    # LoRA section: rank 16, alpha 32 on q, k, v, o, gate, up, down of every decoder layer.
-    config.lora.rank = 16
-    config.lora.alpha = 32.0
-
-    # Data section: 8 prompts a step on one v5e-8 (our choice; CESAR: 32 on 8 H200s).
-    config.data.batch_size = 8  # mesh (1, 1, 8) on 8 chips: tensor parallelism, no batch split
-    # Four minibatches of 2 prompts x K = 8: the update's activations at one minibatch fit
-    # (docs/scaling.md: one minibatch of 8 prompts needs 29 GiB per chip).
-    config.grpo.grad_accum_steps = 4
-    config.sft.batch_size = 8  # a cold start on the slice, if wanted: 4 minibatches of 2
-    config.sft.grad_accum_steps = 4
-
-    # Optimizer section: adapters learn at a larger lr than full weights (our choice).
-    config.optim.lr = 1e-4
+    apply_lora_recipe(config)
   config.lock()
   return config
