@@ -25,6 +25,15 @@ at `index` (a traced scalar, `lax.dynamic_update_slice`) and attends over all S 
 the cache mask and causality. It works inside `jax.lax.while_loop` and the cache may be
 donated to a jitted step. The caller sizes S >= prompt length + new tokens: writes past the
 end are clamped by XLA onto the last slots, silently.
+
+Groups (GRPO's G samples of one prompt) share one prompt cache:
+
+  cache = share_prefix(prompt_cache, group=G, max_new_tokens=M)  # B prompts -> B * G rows
+  hidden, cache = decoder.extend(embeds[B * G, 1], mask[B * G, 1], cache)
+
+`cache.prefix` (`PrefixKV`, [B, P] per layer) holds the prompts once; the B * G rows own only
+their M new slots, and attention reads both in one softmax (`prefix_attention`). The training
+forward of groups (`Decoder.shared_prefix`) uses the same attention.
 """
 
 from __future__ import annotations
@@ -44,16 +53,30 @@ RESIDUAL = ("batch", None, None)
 
 
 @flax.struct.dataclass
-class KVCache:
-  """Decoder KV cache; see the module docstring. k, v: tuples over layers of [B, S, H_kv, D]."""
+class PrefixKV:
+  """Keys and values of B prompts, read by the G = N / B rows of each group (see `share_prefix`).
+
+  k, v: tuples over layers of [B, P, H_kv, D]; mask: bool[B, P] (slot holds a real token).
+  """
   k: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
-  mask: jax.Array           # bool[B, S]
-  next_position: jax.Array  # int32[B]
+  mask: jax.Array
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Decoder KV cache; see the module docstring. k, v: tuples over layers of [N, S, H_kv, D]:
+  the rows' own slots; `prefix`: a shared prompt part (None: the own slots hold everything)."""
+  k: tuple[jax.Array, ...]
+  v: tuple[jax.Array, ...]
+  mask: jax.Array           # bool[N, S]
+  next_position: jax.Array  # int32[N]
   index: jax.Array          # int32[]
+  prefix: PrefixKV | None = None
 
   @property
   def max_length(self) -> int:
+    """Own slots per row (the shared prefix's slots not counted)."""
     return self.mask.shape[1]
 
 
@@ -66,6 +89,68 @@ def init_cache(cfg: DecoderConfig, batch_size: int, max_length: int,
                  mask=jnp.zeros((batch_size, max_length), bool),
                  next_position=jnp.zeros((batch_size,), jnp.int32),
                  index=jnp.zeros((), jnp.int32))
+
+
+def share_prefix(cache: KVCache, group: int, max_new_tokens: int) -> KVCache:
+  """A prefilled cache of B prompts -> a cache of B * `group` rows that share them.
+
+  The prompts' slots become the read-only `prefix` (held once per group, not `group` times);
+  each row gets `max_new_tokens` empty own slots and continues at its prompt's next position.
+  Rows b*G .. b*G+G-1 read prompt b. Decoding on it (`Decoder.extend`) gives the values of
+  decoding on the prompt cache repeated G times, at 1/G of the prompt's cache bytes, and each
+  decode step reads a prompt's keys once per group (the group folded into the queries).
+  """
+  if cache.prefix is not None:
+    raise ValueError("share_prefix: the cache already has a shared prefix")
+  b = cache.mask.shape[0]
+  n = b * group
+  own = _empty_like(cache, n, max_new_tokens)
+  prefix = PrefixKV(k=cache.k, v=cache.v, mask=cache.mask)
+  return own.replace(next_position=jnp.repeat(cache.next_position, group), prefix=prefix)
+
+
+def _empty_like(cache: KVCache, batch_size: int, max_length: int) -> KVCache:
+  """Empty own slots with `cache`'s layer count, heads and dtype."""
+  _, _, kv, d = cache.k[0].shape
+  shape = (batch_size, max_length, kv, d)
+  return KVCache(k=tuple(jnp.zeros(shape, x.dtype) for x in cache.k),
+                 v=tuple(jnp.zeros(shape, x.dtype) for x in cache.v),
+                 mask=jnp.zeros((batch_size, max_length), bool),
+                 next_position=jnp.zeros((batch_size,), jnp.int32),
+                 index=jnp.zeros((), jnp.int32))
+
+
+def prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                     prefix: tuple[jax.Array, jax.Array, jax.Array], scale: float) -> jax.Array:
+  """Attention of N = B * G rows over their group's shared prefix and their own keys, one softmax.
+
+  q: [N, T, H, D]; k, v: [N, S, H_kv, D] (own keys); mask: bool[N, 1, T, S] (own slots);
+  prefix: (k [B, P, H_kv, D], v [B, P, H_kv, D], mask bool[B, P]). The group is folded into the
+  query dims, so a prefix's keys are read once per group. GQA as HF (query head j reads kv head
+  j // (H / H_kv)); scores in float32, weights cast to the value dtype, as
+  `jax.nn.dot_product_attention`'s XLA path. Returns [N, T, H, D].
+  """
+  pk, pv, pmask = prefix
+  n, t, h, d = q.shape
+  b, p, hkv, _ = pk.shape
+  g, r, s = n // b, h // hkv, k.shape[1]
+  if n != b * g:
+    raise ValueError(f"prefix_attention: {n} rows are not a multiple of {b} prefixes")
+  qg = q.reshape(b, g, t, hkv, r, d)
+  f32 = jnp.float32
+  scores_p = jnp.einsum("bgtkrd,bpkd->bgtkrp", qg, pk.astype(q.dtype), preferred_element_type=f32)
+  own_k = k.astype(q.dtype).reshape(b, g, s, hkv, d)
+  scores_o = jnp.einsum("bgtkrd,bgskd->bgtkrs", qg, own_k, preferred_element_type=f32)
+  masked = -0.7 * jnp.finfo(f32).max  # jax.nn.dot_product_attention's masked logit
+  scores_p = jnp.where(pmask[:, None, None, None, None, :], scores_p * scale, masked)
+  own = mask.reshape(b, g, t, s)[:, :, :, None, None, :]
+  scores_o = jnp.where(own, scores_o * scale, masked)
+  weights = jax.nn.softmax(jnp.concatenate([scores_p, scores_o], axis=-1), axis=-1)
+  weights = weights.astype(q.dtype)
+  own_v = v.astype(q.dtype).reshape(b, g, s, hkv, d)
+  out = (jnp.einsum("bgtkrp,bpkd->bgtkrd", weights[..., :p], pv.astype(q.dtype))
+         + jnp.einsum("bgtkrs,bgskd->bgtkrd", weights[..., p:], own_v))
+  return out.reshape(n, t, h, d)
 
 
 def positions_from_mask(attention_mask: jax.Array, start: jax.Array | int = 0) -> jax.Array:
@@ -116,12 +201,14 @@ class Attention(nnx.Module):
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array,
                kv: tuple[jax.Array, jax.Array] | None = None, index: jax.Array | None = None,
-               is_causal: bool = False):
+               is_causal: bool = False, prefix: tuple[jax.Array, ...] | None = None):
     """x: [B, T, E]; mask: bool[B, 1, T or 1, S] (a key mask [B, 1, 1, S] with `is_causal`,
     which needs S = T: the attention call applies causality itself, no dense [B, 1, T, T]).
     Without `kv`, S = T and the new (k, v) [B, T, H_kv, D] are returned; with `kv` (cache
     arrays [B, S, H_kv, D]) the new keys are written at `index` and the updated cache arrays
-    are returned. Returns (out [B, T, E], (k, v))."""
+    are returned. With `prefix` (this layer's shared keys, values and mask, see
+    `prefix_attention`) the rows also attend to their group's prefix. Returns (out [B, T, E],
+    (k, v))."""
     b, t, _ = x.shape
     q = apply_rope(self.q_proj(x).reshape(b, t, self.n, self.d), cos, sin)
     k = apply_rope(self.k_proj(x).reshape(b, t, self.kv, self.d), cos, sin)
@@ -130,8 +217,11 @@ class Attention(nnx.Module):
       start = (0, index, 0, 0)
       k = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
       v = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
-    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
-                                       scale=self.d**-0.5, is_causal=is_causal)
+    if prefix is None:
+      out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
+                                         scale=self.d**-0.5, is_causal=is_causal)
+    else:
+      out = prefix_attention(q, k, v, mask, prefix, self.d**-0.5)
     return self.o_proj(out.reshape(b, t, self.n * self.d)), (k, v)
 
 
@@ -156,8 +246,8 @@ class DecoderLayer(nnx.Module):
     self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
 
-  def __call__(self, x, cos, sin, mask, kv=None, index=None, is_causal=False):
-    h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, index, is_causal)
+  def __call__(self, x, cos, sin, mask, kv=None, index=None, is_causal=False, prefix=None):
+    h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, index, is_causal, prefix)
     x = x + h
     return x + self.mlp(self.post_attention_layernorm(x)), kv
 
@@ -236,24 +326,21 @@ class Decoder(nnx.Module):
     cos_p, sin_p = self._rope(positions_from_mask(pm))
     start = jnp.repeat(jnp.sum(pm, axis=1, dtype=jnp.int32), group)
     cos_c, sin_c = self._rope(positions_from_mask(am, start))
-    prefix_keys = pm[:, None, None, :]  # causality inside the attention call
-    # Continuation queries see every real prefix slot, then their own tokens causally.
-    own = jnp.tril(jnp.ones((m, m), bool))[None] & am[:, None, :]  # [N, M, M]
-    seen = jnp.repeat(pm, group, axis=0)[:, None, :]  # [N, 1, P]
-    mask = jnp.concatenate([jnp.broadcast_to(seen, (n, m, p)), own], axis=-1)[:, None]
+    # The prefix attends causally among its real tokens (causality inside the attention call);
+    # continuations attend to their group's prefix (`prefix_attention`) and causally to their
+    # own tokens: the prefix's keys are never repeated G times.
+    own = (jnp.tril(jnp.ones((m, m), bool))[None] & am[:, None, :])[:, None]  # [N, 1, M, M]
 
-    def layer_fn(layer, xp, xc, cos_p, sin_p, prefix_keys, cos_c, sin_c, mask):
-      xp, (k, v) = layer(xp, cos_p, sin_p, prefix_keys, is_causal=True)
-      pad = ((0, 0), (0, m), (0, 0), (0, 0))
-      kv = (jnp.pad(jnp.repeat(k, group, axis=0), pad), jnp.pad(jnp.repeat(v, group, axis=0), pad))
-      xc, _ = layer(xc, cos_c, sin_c, mask, kv, jnp.asarray(p, jnp.int32))
+    def layer_fn(layer, xp, xc, cos_p, sin_p, pm, cos_c, sin_c, own):
+      xp, (k, v) = layer(xp, cos_p, sin_p, pm[:, None, None, :], is_causal=True)
+      xc, _ = layer(xc, cos_c, sin_c, own, prefix=(k, v, pm))
       return xp, xc
 
     call = remat_lib.layer_call(self.remat, layer_fn)
     xp = constrain(prefix_embeds.astype(self.dtype), RESIDUAL)
     xc = constrain(embeds.astype(self.dtype), RESIDUAL)
     for layer in self.layers:
-      xp, xc = call(layer, xp, xc, cos_p, sin_p, prefix_keys, cos_c, sin_c, mask)
+      xp, xc = call(layer, xp, xc, cos_p, sin_p, pm, cos_c, sin_c, own)
       xp, xc = constrain(xp, RESIDUAL), constrain(xc, RESIDUAL)
     return self.norm(xp), self.norm(xc)
 
@@ -282,7 +369,8 @@ class Decoder(nnx.Module):
 
   def extend(self, embeds: jax.Array, attention_mask: jax.Array,
              cache: KVCache) -> tuple[jax.Array, KVCache]:
-    """Append T tokens (T = 1 for a decode step) at `cache.index`, attending over the cache.
+    """Append T tokens (T = 1 for a decode step) at `cache.index`, attending over the cache
+    (its shared prefix included, see `share_prefix`).
     attention_mask: int/bool[B, T] (0 = a slot that stays masked, e.g. a finished row).
     Returns (hidden [B, T, E], cache)."""
     b, t, _ = embeds.shape
@@ -295,12 +383,14 @@ class Decoder(nnx.Module):
     mask = (causal[None] & new_mask[:, None, :])[:, None]  # [B, 1, T, S]
     x = constrain(embeds.astype(self.dtype), RESIDUAL)
     ks, vs = [], []
+    pre = cache.prefix
     for i, layer in enumerate(self.layers):
-      x, (k, v) = layer(x, cos, sin, mask, (cache.k[i], cache.v[i]), index)
+      shared = None if pre is None else (pre.k[i], pre.v[i], pre.mask)
+      x, (k, v) = layer(x, cos, sin, mask, (cache.k[i], cache.v[i]), index, prefix=shared)
       x = constrain(x, RESIDUAL)
       ks.append(k)
       vs.append(v)
-    cache = KVCache(k=tuple(ks), v=tuple(vs), mask=new_mask,
-                    next_position=cache.next_position + jnp.sum(am, axis=1, dtype=jnp.int32),
-                    index=index + t)
+    cache = cache.replace(k=tuple(ks), v=tuple(vs), mask=new_mask,
+                          next_position=cache.next_position + jnp.sum(am, axis=1, dtype=jnp.int32),
+                          index=index + t)
     return self.norm(x), cache

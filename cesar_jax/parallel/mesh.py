@@ -177,14 +177,21 @@ def replicated_dims(state: Any, mesh: Mesh, rules=LOGICAL_RULES) -> list[str]:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-  """Shardings for a decoder KVCache: k/v [B, S, H_kv, D] by batch and kv heads."""
+  """Shardings for a decoder KVCache: k/v [N, S, H_kv, D] by batch and kv heads; a shared
+  prefix's [B, P, H_kv, D] likewise (replicated over the batch axes B does not divide)."""
   def kv(x):
     return NamedSharding(mesh, logical_to_spec(("batch", "length", "kv_heads", None), x.shape, mesh, rules))
+  def rows(x):
+    return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh, rules))
+  prefix = cache.prefix
+  if prefix is not None:
+    prefix = prefix.replace(k=tuple(kv(x) for x in prefix.k), v=tuple(kv(x) for x in prefix.v),
+                            mask=rows(prefix.mask))
   return cache.replace(
       k=tuple(kv(x) for x in cache.k), v=tuple(kv(x) for x in cache.v),
       mask=batch_sharding(mesh, cache.mask.shape, rules),
       next_position=batch_sharding(mesh, cache.next_position.shape, rules),
-      index=NamedSharding(mesh, PartitionSpec()))
+      index=NamedSharding(mesh, PartitionSpec()), prefix=prefix)
 
 
 def constrain(x: jax.Array, names: Sequence[str | None], rules=LOGICAL_RULES) -> jax.Array:

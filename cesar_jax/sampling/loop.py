@@ -4,8 +4,9 @@
     decode(graphdef, params, logits, cache, controls, ...) -> (Samples, cache)
 
 Prefill encodes each prompt's audio once and runs the B left-padded prompts into a cache of
-`P + max_new_tokens` slots, then repeats the cache (and the last-position logits) G times, so
-the G samples of a GRPO group share one prefill. Decode selects the first token from those
+their P slots; that cache becomes the shared prefix of B * G rows of `max_new_tokens` own slots
+(`decoder.share_prefix`): the G samples of a GRPO group share one prefill and one prompt cache,
+which every decode step reads once per group. The last-position logits are repeated G times. Decode selects the first token from those
 logits, then loops `model.decode_step` + selection in a `lax.while_loop` that stops when every
 row has finished or `controls.max_new_tokens` tokens were emitted. Every control (budgets,
 budget modes, the extend continuation, temperature, top-p, top-k, stop ids, max new tokens,
@@ -70,17 +71,15 @@ class LoopState:
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, batch: PromptBatch, *, num_samples: int,
             max_new_tokens: int, cache_dtype=None) -> tuple[jax.Array, decoder_lib.KVCache]:
-  """Prompts -> (last-position logits f32[B*G, V], cache with B*G rows of P + max_new_tokens)."""
+  """Prompts -> (last-position logits f32[B*G, V], cache: the B prompts as a shared prefix of
+  B*G rows with max_new_tokens own slots each)."""
   model = nnx.merge(graphdef, params)
   b, p = batch.input_ids.shape
-  cache = model.init_cache(b, p + max_new_tokens, dtype=cache_dtype)
+  cache = model.init_cache(b, p, dtype=cache_dtype)
   logits, cache = model.prefill(batch.input_ids, batch.attention_mask, cache,
                                 batch.input_features, batch.feature_attention_mask)
-  if num_samples > 1:
-    def repeat(x):
-      return x if x.ndim == 0 else jnp.repeat(x, num_samples, axis=0)
-    logits, cache = jax.tree.map(repeat, (logits, cache))
-  return logits, cache
+  cache = decoder_lib.share_prefix(cache, num_samples, max_new_tokens)
+  return jnp.repeat(logits, num_samples, axis=0), cache
 
 
 def _emit(state: LoopState, logits: jax.Array, controls: Controls, tags: budgets_lib.TagIds,

@@ -180,7 +180,7 @@ class Sampler:
     return self._prefill_fns[key]
 
   def _decode_fn(self, logits, cache, controls, num_samples: int):
-    key = (num_samples, logits.shape, cache.max_length)
+    key = (num_samples, logits.shape, jax.tree.map(np.shape, cache))
     if key not in self._decode_fns:
       rows = self._batch_shardings
       cache_sh = self._cache_shardings(cache)

@@ -122,3 +122,44 @@ def test_prefill_longer_than_cache_is_an_error():
   cache = model.init_cache(1, 4)
   with pytest.raises(ValueError, match="prompt length 6 exceeds the cache length 4"):
     model.language_model.prefill(jnp.zeros((1, 6, SPEC.hidden_size)), jnp.ones((1, 6)), cache)
+
+
+def test_shared_prefix_cache_decodes_as_the_repeated_cache(setup):
+  """G rows reading one prompt cache (`share_prefix`) give the logits of the prompt cache
+  repeated G times, row by row, with left padding, GQA and a skipped step; the prompt's
+  keys are held once per group."""
+  model, prompt, _, _ = setup
+  group, steps = 3, 4
+  j = {k: jnp.asarray(v) for k, v in prompt.items()}
+  feats = (j["input_features"], j["feature_attention_mask"])
+  tokens = jnp.asarray(np.random.default_rng(5).integers(
+      0, SPEC.audio_token_id, size=(2 * group, steps)))
+  valid = np.ones((2 * group, steps), bool)
+  valid[4, 1] = False  # one row skips a step (a finished row's slot stays masked)
+  step = nnx.jit(lambda m, t, c, v: m.decode_step(t, c, v))
+
+  def run(cache):
+    out = []
+    for i in range(steps):
+      logits, cache = step(model, tokens[:, i], cache, jnp.asarray(valid[:, i]))
+      out.append(np.asarray(logits))
+    return np.stack(out, 1), cache
+
+  _, plain = _prefill(model, j["input_ids"], j["attention_mask"], *feats)
+  plain = jax.tree.map(lambda x: x if x.ndim == 0 else jnp.repeat(x, group, axis=0), plain)
+  expected, _ = run(plain)
+
+  prompt_cache = nnx.jit(lambda m, ids, mask, f, fm: m.prefill(
+      ids, mask, m.init_cache(ids.shape[0], PROMPT), f, fm)[1])(
+          model, j["input_ids"], j["attention_mask"], *feats)
+  shared = decoder.share_prefix(prompt_cache, group, steps)
+  assert shared.prefix.k[0].shape[:2] == (2, PROMPT)
+  assert shared.k[0].shape[:2] == (2 * group, steps)
+  got, cache = run(shared)
+  np.testing.assert_allclose(got, expected, atol=TOL)
+  assert np.abs(expected).max() > 0.5
+  np.testing.assert_array_equal(cache.mask, valid)
+  np.testing.assert_array_equal(cache.next_position,
+                                np.repeat(prompt["attention_mask"].sum(1), group) + valid.sum(1))
+  with pytest.raises(ValueError, match="already has a shared prefix"):
+    decoder.share_prefix(shared, group, steps)

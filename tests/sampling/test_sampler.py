@@ -139,6 +139,21 @@ def test_samples_differ_within_a_group_and_the_notebook_api_matches(sampler, ran
   np.testing.assert_array_equal(again.logprobs, drawn.logprobs)
 
 
+def test_a_group_sharing_its_prompt_cache_samples_as_the_prompt_repeated(sampler, random_model):
+  """G samples of a prompt read one prompt cache (`decoder.share_prefix`); the same prompts
+  repeated G times (G = 1, one cache each) sample the same tokens and log-probs from the same
+  key: row n draws by its index either way."""
+  prompts = F.prompts([4, 7], feature_lengths=[32, 20], seed=6)
+  shared = _generate(sampler, random_model, prompts, temperature=1.0, key=jax.random.key(4))
+  repeated = {k: [v[i] for i in (0, 0, 0, 1, 1, 1)] if isinstance(v, list) else np.repeat(v, 3, 0)
+              for k, v in prompts.items()}
+  alone = _generate(sampler, random_model, repeated, num_samples=1, temperature=1.0,
+                    key=jax.random.key(4))
+  np.testing.assert_array_equal(shared.tokens, alone.tokens)
+  np.testing.assert_allclose(shared.logprobs, alone.logprobs, atol=1e-5)
+  assert len({tuple(r) for r in shared.tokens[:3]}) > 1  # sampled, not one greedy path
+
+
 def test_stop_ids_and_max_new_tokens_are_per_call(sampler, scripted):
   prompts = F.prompts([4, 6])
   out = _generate(sampler, scripted, prompts, greedy=True, stop_ids=(END_THINK, EOS))
