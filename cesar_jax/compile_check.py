@@ -122,6 +122,21 @@ def abstract_like(tree: Any, shardings: Any = None) -> Any:
   return jax.tree.map(lambda x, s: _sds(np.shape(x), x.dtype, s), tree, shardings)
 
 
+def compute_copy(params: Any, dtype: Any) -> tuple[Any, int]:
+  """Abstract `train_lib.cast_params`: (the sampler's params: floating leaves in `dtype`,
+  same shardings; bytes per device of the masters that were copied, held beside them)."""
+  dtype = jnp.dtype(dtype)
+  copied = [0]
+
+  def cast(x):
+    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype:
+      copied[0] += device_bytes(x)
+      return _sds(x.shape, dtype, x.sharding)
+    return x
+  policy = jax.tree.map(cast, params)
+  return policy, copied[0]
+
+
 def device_bytes(tree: Any) -> int:
   """Bytes one device holds of a tree of sharded ShapeDtypeStructs (the largest shard)."""
   total = 0
@@ -239,10 +254,15 @@ def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
         feature_attention_mask=prompts["feature_mask"])
     # A raw key (no eager jax op: the default backend may be a bare TPU topology here).
     controls = abstract_like(sampler.controls(b * g, key=np.zeros((2,), np.uint32)))
+    # The sampler runs a compute-dtype copy of the masters, as the GRPO job passes it
+    # (`train_lib.cast_params`); the masters stay in HBM beside it.
+    policy, masters = compute_copy(state["params"], cfg.dtype)
     with context:
-      prefill, decode = sampler.lower(state["params"], batch, controls, num_samples=g)
-    # Held in HBM while sampling without being an argument: optimizer state, reference.
-    resident = device_bytes(state["opt_state"]) + (0 if ref is None else device_bytes(ref))
+      prefill, decode = sampler.lower(policy, batch, controls, num_samples=g)
+    # Held in HBM while sampling without being an argument: the masters of the copied leaves,
+    # the optimizer state, the reference.
+    resident = (masters + device_bytes(state["opt_state"])
+                + (0 if ref is None else device_bytes(ref)))
     out["sampler_prefill"] = dict(lowered=prefill, repeats=1, resident=resident)
     out["sampler_decode"] = dict(lowered=decode, repeats=m, resident=resident)
 

@@ -64,6 +64,7 @@ def sampling(**overrides) -> ml_collections.ConfigDict:
       max_new_tokens=256,  # R1-AQA's max_completion_length
       budget_mode="forced",  # forced | prompted (see cesar_jax.sampling.budgets)
       think_budget=-1,  # -1: none; >= 0 forced by the sampler or stated in the prompt
+      prefill_batch=0,  # prompts per sampler prefill pass; 0 = all at once (memory vs passes)
   ))
   section.update(overrides)
   return section

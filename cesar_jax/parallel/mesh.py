@@ -15,8 +15,8 @@ replicate: a batch dimension that does not split over ('data', 'fsdp') is an err
   cache_sh = cache_shardings(cache, mesh)               # a KVCache of NamedShardings
   with jax.set_mesh(mesh): ...                          # models also constrain activations
 
-Logical names used by the models: batch, embed, vocab, heads, kv_heads, mlp, norm; None
-means replicated.
+Logical names used by the models: batch, embed, vocab, heads, kv_heads, mlp, norm (and the
+KV cache's length and kv_head_dim); None means replicated.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("vocab", "tensor"),
     ("heads", "tensor"),          # flattened heads * head_dim of q / o (and encoder attention)
     ("kv_heads", "tensor"),       # flattened kv_heads * head_dim of k / v; cache kv heads
+    ("kv_head_dim", "tensor"),    # cache head_dim, when tensor is not already on its kv heads
     ("mlp", "tensor"),
     ("norm", None),
     ("length", None),
@@ -177,10 +178,13 @@ def replicated_dims(state: Any, mesh: Mesh, rules=LOGICAL_RULES) -> list[str]:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-  """Shardings for a decoder KVCache: k/v [N, S, H_kv, D] by batch and kv heads; a shared
-  prefix's [B, P, H_kv, D] likewise (replicated over the batch axes B does not divide)."""
+  """Shardings for a decoder KVCache: k/v [N, S, H_kv, D] by batch and kv heads, or by head_dim
+  where 'tensor' does not divide the kv heads (Qwen2.5-Omni-7B: 4 kv heads on 8-way tensor
+  parallelism would otherwise hold the whole cache on every chip); a shared prefix's
+  [B, P, H_kv, D] likewise (replicated over the batch axes B does not divide)."""
   def kv(x):
-    return NamedSharding(mesh, logical_to_spec(("batch", "length", "kv_heads", None), x.shape, mesh, rules))
+    names = ("batch", "length", "kv_heads", "kv_head_dim")
+    return NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules))
   def rows(x):
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh, rules))
   prefix = cache.prefix

@@ -455,21 +455,28 @@ def start_policy(config: ml_collections.ConfigDict, workdir: str):
 
 
 def cast_params(params: Any, dtype: Any, shardings: Any) -> Any:
-  """A compute-dtype copy of master parameters (floating leaves), on the same shardings; the
-  masters themselves when the dtypes already agree (no copy)."""
-  leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-  if all(x.dtype == jnp.dtype(dtype) for x in leaves):
+  """The compute-dtype view of master parameters, on the same shardings: floating leaves in
+  another dtype are cast (one jitted copy); every other leaf IS the master array, so a frozen
+  base already in the compute dtype (LoRA) is never copied."""
+  dtype = jnp.dtype(dtype)
+  leaves, treedef = jax.tree.flatten(params)
+  cast = [i for i, x in enumerate(leaves)
+          if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype]
+  if not cast:
     return params
-  return _cast_fn(jnp.dtype(dtype).name, shardings)(params)
+  targets = treedef.flatten_up_to(shardings)
+  copies = _cast_fn(dtype.name, tuple(targets[i] for i in cast))(tuple(leaves[i] for i in cast))
+  for i, x in zip(cast, copies):
+    leaves[i] = x
+  return jax.tree.unflatten(treedef, leaves)
 
 
 _CAST_FNS: dict[Any, Any] = {}
 
 
-def _cast_fn(dtype: str, shardings: Any):
-  from cesar_jax.rl import train_step  # pylint: disable=g-import-not-at-top
-  key = (dtype, jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))
+def _cast_fn(dtype: str, shardings: tuple[Any, ...]):
+  key = (dtype, shardings)
   if key not in _CAST_FNS:
-    _CAST_FNS[key] = jax.jit(lambda p: train_step.cast_floating(p, dtype),
+    _CAST_FNS[key] = jax.jit(lambda xs: tuple(x.astype(dtype) for x in xs),
                              out_shardings=shardings)
   return _CAST_FNS[key]

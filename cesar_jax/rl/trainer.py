@@ -53,7 +53,8 @@ def sampler_config(config: ml_collections.ConfigDict, tokenizer) -> sampler_lib.
   return sampler_lib.SamplerConfig.from_tokenizer(
       tokenizer, max_new_tokens=int(s.max_new_tokens),
       prompt_buckets=tuple(int(b) for b in config.data.buckets), budget_mode=s.budget_mode,
-      temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k))
+      temperature=float(s.temperature), top_p=float(s.top_p), top_k=int(s.top_k),
+      prefill_batch=int(s.get("prefill_batch", 0)))
 
 
 def step_config(config: ml_collections.ConfigDict,

@@ -70,14 +70,39 @@ class LoopState:
 
 
 def prefill(graphdef: nnx.GraphDef, params: nnx.State, batch: PromptBatch, *, num_samples: int,
-            max_new_tokens: int, cache_dtype=None) -> tuple[jax.Array, decoder_lib.KVCache]:
+            max_new_tokens: int, cache_dtype=None,
+            prompts_per_pass: int = 0) -> tuple[jax.Array, decoder_lib.KVCache]:
   """Prompts -> (last-position logits f32[B*G, V], cache: the B prompts as a shared prefix of
-  B*G rows with max_new_tokens own slots each)."""
+  B*G rows with max_new_tokens own slots each).
+
+  `prompts_per_pass` (0 = all B at once) runs the prompts' audio encoder and decoder forward
+  `prompts_per_pass` prompts at a time (`lax.map`), so the prefill's activations are those of
+  one pass, not of the whole batch. A pass takes every (B / prompts_per_pass)-th prompt, so
+  under batch sharding each pass keeps its rows on every device.
+  """
   model = nnx.merge(graphdef, params)
   b, p = batch.input_ids.shape
-  cache = model.init_cache(b, p, dtype=cache_dtype)
-  logits, cache = model.prefill(batch.input_ids, batch.attention_mask, cache,
-                                batch.input_features, batch.feature_attention_mask)
+
+  def run(chunk: PromptBatch):
+    cache = model.init_cache(chunk.input_ids.shape[0], p, dtype=cache_dtype)
+    return model.prefill(chunk.input_ids, chunk.attention_mask, cache, chunk.input_features,
+                         chunk.feature_attention_mask)
+
+  if not prompts_per_pass or prompts_per_pass >= b:
+    logits, cache = run(batch)
+  else:
+    if b % prompts_per_pass:
+      raise ValueError(f"sampler prefill: {prompts_per_pass} prompts per pass "
+                       f"(config.sampling.prefill_batch) do not divide the batch of {b} prompts")
+    passes = b // prompts_per_pass
+    # Row r goes to pass r % passes: [B, ...] -> [passes, B / passes, ...] and back.
+    split = lambda x: jnp.swapaxes(x.reshape((prompts_per_pass, passes) + x.shape[1:]), 0, 1)
+    join = lambda x: jnp.swapaxes(x, 0, 1).reshape((b,) + x.shape[2:])
+    logits, cache = jax.lax.map(run, jax.tree.map(split, batch))
+    logits = join(logits)
+    cache = cache.replace(k=tuple(map(join, cache.k)), v=tuple(map(join, cache.v)),
+                          mask=join(cache.mask), next_position=join(cache.next_position),
+                          index=cache.index[0])
   cache = decoder_lib.share_prefix(cache, num_samples, max_new_tokens)
   return jnp.repeat(logits, num_samples, axis=0), cache
 

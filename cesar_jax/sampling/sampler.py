@@ -69,6 +69,8 @@ class SamplerConfig:
     pad_id: written after a completion ends.
     tags: the reasoning tags' ids.
     cache_dtype: KV-cache dtype name; None = the model's compute dtype.
+    prefill_batch: prompts per prefill pass (0 = all at once): fewer bound the prefill's
+      activations (audio encoder and prompt forward) at the cost of sequential passes.
   """
   tags: budgets_lib.TagIds
   pad_id: int
@@ -84,10 +86,13 @@ class SamplerConfig:
   cache_dtype: str | None = None
   continuation_ids: tuple[int, ...] = ()
   max_continuation_ids: int = 8
+  prefill_batch: int = 0
 
   def __post_init__(self):
     if self.budget_mode not in BUDGET_MODES:
       raise ValueError(f"SamplerConfig.budget_mode={self.budget_mode!r}; choose from {BUDGET_MODES}")
+    if self.prefill_batch < 0:
+      raise ValueError(f"SamplerConfig.prefill_batch must be >= 0 (0 = all), got {self.prefill_batch}")
     if self.max_new_tokens < 1:
       raise ValueError(f"SamplerConfig.max_new_tokens must be >= 1, got {self.max_new_tokens}")
     if not 1 <= len(self.stop_ids) <= self.max_stop_ids:
@@ -172,7 +177,8 @@ class Sampler:
     if key not in self._prefill_fns:
       fn = functools.partial(loop.prefill, self.graphdef, num_samples=num_samples,
                              max_new_tokens=self.config.max_new_tokens,
-                             cache_dtype=self.config.cache_dtype)
+                             cache_dtype=self.config.cache_dtype,
+                             prompts_per_pass=self.config.prefill_batch)
       logits, cache = jax.eval_shape(fn, params, batch)
       self._prefill_fns[key] = jax.jit(
           fn, in_shardings=(None, self._batch_shardings(batch)),

@@ -9,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 import hf_fixtures as F
 from cesar_jax.checkpoints import hf
+from cesar_jax.models import decoder as decoder_lib
 from cesar_jax.parallel import mesh as mesh_lib
 
 SPEC = F.HFSpec(num_key_value_heads=2)
@@ -93,3 +94,35 @@ def test_sharded_cache_decode_steps(mesh):
   assert placed.v[1].sharding.is_equivalent_to(sh.v[1], 4)  # the step keeps the cache layout
   np.testing.assert_allclose(out, ref, atol=1e-5)
   assert int(placed.index) == 2
+
+
+def test_shared_prefix_cache_shards_head_dim_when_kv_heads_do_not_divide():
+  """One kv head on 4-way tensor parallelism (as Qwen2.5-Omni-7B's 4 kv heads on 8): the cache
+  shards its head_dim instead of sitting whole on every device; a group-shared cache's prefix
+  too; decoding on that layout gives the unsharded logits."""
+  spec = F.HFSpec(num_key_value_heads=1)
+  mesh = mesh_lib.make_mesh((1, 2, 4))
+  model = F.random_model(F.jax_config(spec), seed=4)
+  ids = jnp.asarray(np.random.default_rng(1).integers(1, 90, size=(2, 6)))
+  prompt_cache = nnx.jit(lambda m, x: m.prefill(x, jnp.ones_like(x), m.init_cache(2, 6))[1])(
+      model, ids)
+  cache = decoder_lib.share_prefix(prompt_cache, 2, 3)  # 2 prompts x G = 2 rows
+  sh = mesh_lib.cache_shardings(cache, mesh)
+  assert sh.k[0].spec == P("fsdp", None, None, "tensor")
+  assert sh.prefix.k[0].spec == P("fsdp", None, None, "tensor")
+  assert sh.prefix.mask.spec == P("fsdp", None)
+  tokens = jnp.array([[3, 5, 7, 9], [11, 2, 4, 6]])
+  step = nnx.jit(lambda m, t, c: m.decode_step(t, c))
+
+  def run(model, cache):
+    outs = []
+    for t in tokens:
+      logits, cache = step(model, t, cache)
+      outs.append(np.asarray(logits))
+    return np.stack(outs)
+
+  ref = run(model, cache)
+  sharded = mesh_lib.shard_model(F.random_model(F.jax_config(spec), seed=4), mesh)
+  with jax.set_mesh(mesh):
+    out = run(sharded, jax.device_put(cache, sh))
+  np.testing.assert_allclose(out, ref, atol=1e-5)

@@ -64,9 +64,13 @@ def start(workdir: pathlib.Path, arg: str = "", *overrides: str) -> subprocess.P
 
 
 def log_tail(workdir: pathlib.Path, lines: int = 40) -> str:
-  path = workdir.parent / f"{workdir.name}.log"
-  text = path.read_text(errors="replace") if path.exists() else ""
-  return "\n".join(text.splitlines()[-lines:])
+  """The last lines of the run's console, then of its INFO log (WORKDIR/log.txt, where the
+  quiet console sends absl's INFO lines)."""
+  out = []
+  for path in (workdir.parent / f"{workdir.name}.log", workdir / "log.txt"):
+    text = path.read_text(errors="replace") if path.exists() else ""
+    out += text.splitlines()[-lines:]
+  return "\n".join(out)
 
 
 def run(workdir: pathlib.Path, arg: str = "", *overrides: str, timeout: float = 600) -> None:

@@ -96,3 +96,19 @@ def test_float32_masters_with_bfloat16_compute_learn_like_float32(drops):
 def test_bfloat16_parameters_lose_the_updates(drops):
   """The failure the masters fix, so the test above could fail: bf16 weights barely move."""
   assert drops["bf16_params"] < 0.5 * drops["float32"], drops
+
+
+def test_cast_params_copies_only_what_changes_dtype():
+  """The sampler's compute view: float32 masters cast to bfloat16 on their shardings; leaves
+  already bfloat16 (a LoRA run's frozen base) and integer leaves are the masters themselves,
+  not copies (a 7B base copied every step would take its size again in HBM)."""
+  mesh = mesh_lib.make_mesh((1, -1, 1))
+  params = {"base": jnp.ones((4, 4), jnp.bfloat16), "adapter": jnp.full((4, 2), 0.5, jnp.float32),
+            "step": jnp.zeros((), jnp.int32)}
+  shardings = jax.tree.map(lambda _: mesh_lib.NamedSharding(mesh, mesh_lib.PartitionSpec()), params)
+  params = jax.device_put(params, shardings)
+  view = train_lib.cast_params(params, jnp.bfloat16, shardings)
+  assert view["base"] is params["base"] and view["step"] is params["step"]
+  assert view["adapter"].dtype == jnp.bfloat16 and view["adapter"].sharding == shardings["adapter"]
+  np.testing.assert_array_equal(np.asarray(view["adapter"], np.float32), 0.5)
+  assert train_lib.cast_params(view, jnp.bfloat16, shardings) is view  # nothing to cast

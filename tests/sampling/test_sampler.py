@@ -154,6 +154,22 @@ def test_a_group_sharing_its_prompt_cache_samples_as_the_prompt_repeated(sampler
   assert len({tuple(r) for r in shared.tokens[:3]}) > 1  # sampled, not one greedy path
 
 
+def test_prefill_in_passes_samples_as_one_pass(sampler, random_model):
+  """`prefill_batch=1`: the prompts' encoder and prefill run one prompt at a time (lax.map),
+  and the samples are those of one pass over all of them; a pass size that does not divide
+  the batch is an error naming the config field."""
+  prompts = F.prompts([4, 7, 2, 9], feature_lengths=[32, 20, 11, 32], seed=8)
+  kw = dict(num_samples=2, temperature=1.0, key=jax.random.key(5))
+  one = sampler.generate(nnx.state(random_model), prompts, **kw).to_numpy()
+  passes = sampler_lib.Sampler.for_model(random_model, F.sampler_config(prefill_batch=1))
+  got = passes.generate(nnx.state(random_model), prompts, **kw).to_numpy()
+  np.testing.assert_array_equal(got.tokens, one.tokens)
+  np.testing.assert_allclose(got.logprobs, one.logprobs, atol=1e-5)
+  bad = sampler_lib.Sampler.for_model(random_model, F.sampler_config(prefill_batch=3))
+  with pytest.raises(ValueError, match=r"config.sampling.prefill_batch.*4 prompts"):
+    bad.generate(nnx.state(random_model), prompts, **kw)
+
+
 def test_stop_ids_and_max_new_tokens_are_per_call(sampler, scripted):
   prompts = F.prompts([4, 6])
   out = _generate(sampler, scripted, prompts, greedy=True, stop_ids=(END_THINK, EOS))
