@@ -178,12 +178,12 @@ def replicated_dims(state: Any, mesh: Mesh, rules=LOGICAL_RULES) -> list[str]:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-  """Shardings for a decoder KVCache: k/v [N, S, H_kv, D] by batch and kv heads, or by head_dim
+  """Shardings for a decoder KVCache: k/v [N, H_kv, S, D] by batch and kv heads, or by head_dim
   where 'tensor' does not divide the kv heads (Qwen2.5-Omni-7B: 4 kv heads on 8-way tensor
   parallelism would otherwise hold the whole cache on every chip); a shared prefix's
-  [B, P, H_kv, D] likewise (replicated over the batch axes B does not divide)."""
+  [B, H_kv, P, D] likewise (replicated over the batch axes B does not divide)."""
   def kv(x):
-    names = ("batch", "length", "kv_heads", "kv_head_dim")
+    names = ("batch", "kv_heads", "length", "kv_head_dim")
     return NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules))
   def rows(x):
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh, rules))

@@ -112,7 +112,7 @@ def test_init_cache_shapes():
   cfg = F.jax_config(SPEC).text
   cache = decoder.init_cache(cfg, batch_size=3, max_length=7, dtype=jnp.bfloat16)
   assert len(cache.k) == cfg.num_hidden_layers == len(cache.v)
-  assert cache.k[0].shape == (3, 7, cfg.num_key_value_heads, cfg.kv_head_dim)
+  assert cache.k[0].shape == (3, cfg.num_key_value_heads, 7, cfg.kv_head_dim)  # head-major
   assert cache.k[0].dtype == jnp.bfloat16 and cache.mask.shape == (3, 7)
   assert int(cache.index) == 0
 
@@ -153,8 +153,8 @@ def test_shared_prefix_cache_decodes_as_the_repeated_cache(setup):
       ids, mask, m.init_cache(ids.shape[0], PROMPT), f, fm)[1])(
           model, j["input_ids"], j["attention_mask"], *feats)
   shared = decoder.share_prefix(prompt_cache, group, steps)
-  assert shared.prefix.k[0].shape[:2] == (2, PROMPT)
-  assert shared.k[0].shape[:2] == (2 * group, steps)
+  assert shared.prefix.k[0].shape[::2] == (2, PROMPT)  # [B, H_kv, P, D]: once per prompt
+  assert shared.k[0].shape[::2] == (2 * group, steps)
   got, cache = run(shared)
   np.testing.assert_allclose(got, expected, atol=TOL)
   assert np.abs(expected).max() > 0.5

@@ -75,7 +75,7 @@ def test_sharded_cache_decode_steps(mesh):
   model = F.random_model(F.jax_config(SPEC), seed=2)
   cache = model.init_cache(4, 16)
   sh = mesh_lib.cache_shardings(cache, mesh)
-  assert sh.k[0].spec == P(("data", "fsdp"), None, "tensor", None)
+  assert sh.k[0].spec == P(("data", "fsdp"), "tensor", None, None)
   assert sh.mask.spec == P(("data", "fsdp"), None) and sh.index.spec == P()
   tokens = jnp.array([[3, 5, 7, 9], [11, 2, 4, 6]])  # [steps, B]
 
