@@ -323,6 +323,13 @@ def run_config(name: str, *, batch: int, new_tokens: int, clip_seconds: float, r
   return rows
 
 
+def _bound(row: dict) -> str:
+  """"compute", or "memory (L3)" / "memory (DRAM)": what sets the row's limit."""
+  if row["limit_kind"] == "compute":
+    return "compute"
+  return "memory (L3)" if row["bandwidth_kind"] == "cache" else "memory (DRAM)"
+
+
 def tables(rows: list[dict]) -> str:
   """The two markdown tables of a run (docs/benchmarks.md quotes them as printed)."""
   out = ["| config | mode | params | ours tok/s | transformers tok/s | ratio | CPU-time ratio "
@@ -336,7 +343,7 @@ def tables(rows: list[dict]) -> str:
   for r in rows:
     out.append(f"| {r['config']} | {r['mode']} | {r['prefill_s']:.3f} | "
                f"{r['decode_step_s'] * 1e3:.2f} | {r['limit_step_s'] * 1e3:.2f} | "
-               f"{r['step_over_limit']:.1f}x | {r['limit_kind']} ({r['bandwidth_kind']}) | "
+               f"{r['step_over_limit']:.1f}x | {_bound(r)} | "
                f"{r['bytes_per_step'] / 1e6:.1f} ({r['weight_bytes_per_step'] / 1e6:.1f} + "
                f"{r['kv_bytes_per_step'] / 1e6:.1f}) | {r['flops_per_step'] / 1e9:.3f} |")
   return "\n".join(out)
