@@ -34,8 +34,8 @@ Against the machine's limit (issue 13). Each (config, mode) also reports:
           embedding rows gathered, or the whole table when tied) + every KV slot the cache
           stores (attention reads all static slots, padding and not-yet-written ones included);
   flops = 2 x weight-matrix params x rows + attention's 4 x layers x heads x head_dim x rows x
-          slots attended. Norms, biases, RoPE, the sampling step and the token buffers are
-          left out (each well under 1% of either count for these configs).
+          slots attended (norms, biases, RoPE and the softmax left out). Neither count has
+          the sampling step or the token buffers (about 1% of the bytes on tiny, less on small).
 
   python benchmarks/sampler.py                       # tiny and small, 32 x 128 tokens, both modes
   python benchmarks/sampler.py --configs tiny --json /tmp/sampler.json
