@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import sys
 import time
 from typing import Callable, Sequence
 
@@ -158,5 +159,8 @@ def describe(m: Machine) -> str:
 
 
 if __name__ == "__main__":
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+  from cesar_jax import platforms  # pylint: disable=g-import-not-at-top
+  platforms.default_to_cpu()  # with libtpu installed and no chip, the CPU (as the package does)
   print(describe(measure(decode_shapes=[(32, 512, 1408), (32, 64, 128)])))
   print(f"numpy {np.__version__}, jax {jax.__version__}")

@@ -54,7 +54,6 @@ import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")  # libtpu may be installed; this is a CPU run.
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
