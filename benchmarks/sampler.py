@@ -125,19 +125,21 @@ def _cache_slots(sampler: sampler_lib.Sampler, params, prompts, num_samples: int
                  text: model_config.DecoderConfig) -> tuple[int, int, int]:
   """(attended slots per row, stored (row, slot) pairs per layer, KV element bytes) of the cache
   the sampler's prefill builds for these prompts, from its lowered output shapes (nothing runs).
-  K and V arrays are the cache leaves ending in [kv heads, head_dim] ([rows, slots, H_kv, D] per
-  layer today; any layout that ends so, e.g. a prompt's slots stored once per group, counts)."""
+  K and V are the `KVCache`'s own arrays [rows, H_kv, slots, D] per layer plus its shared
+  prompt part (`cache.prefix`, [prompts, H_kv, P, D]: a prompt's slots stored once per group)."""
   cfg = sampler.config
   batch = batching.make_batch(prompts, buckets=cfg.prompt_buckets, pad_id=cfg.pad_id,
                               frame_buckets=cfg.frame_buckets)
   controls = sampler.controls(batch.batch_size * num_samples)
   prefill, _ = sampler.lower(params, batch, controls, num_samples=num_samples)
-  head = (text.num_key_value_heads, text.kv_head_dim)  # prefill's outputs: logits + cache
-  kv = [x for x in jax.tree.leaves(prefill.out_info) if len(x.shape) >= 3 and tuple(x.shape[-2:]) == head]
-  per_slot = 2 * text.num_hidden_layers * head[0] * head[1]
+  _, cache = prefill.out_info  # (logits, cache) of ShapeDtypeStructs
+  kv = list(cache.k) + list(cache.v)
+  if cache.prefix is not None:
+    kv += list(cache.prefix.k) + list(cache.prefix.v)
+  per_slot = 2 * text.num_hidden_layers * text.num_key_value_heads * text.kv_head_dim
   elements = sum(math.prod(x.shape) for x in kv)
-  if not kv or elements % per_slot:
-    raise ValueError(f"sampler cache: leaves {[x.shape for x in kv]} ending in {head} are not "
+  if elements % per_slot:
+    raise ValueError(f"sampler cache: K/V shapes {[x.shape for x in kv]} are not "
                      f"{text.num_hidden_layers} layers x (K, V) of whole slots")
   attended = batch.input_ids.shape[1] + cfg.max_new_tokens
   return attended, elements // per_slot, np.dtype(kv[0].dtype).itemsize

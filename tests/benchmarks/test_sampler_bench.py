@@ -105,13 +105,13 @@ def test_short_run_json(tmp_path, mode):
   assert r["prefill_s"] > 0 and math.isfinite(r["decode_step_s"])
   assert r["limit_step_s"] == max(r["memory_s"], r["compute_s"]) > 0
   assert r["limit_kind"] == ("memory" if r["memory_s"] >= r["compute_s"] else "compute")
-  # The cache the sampler built: a prompt bucket + 4 decode slots per row; no more stored
-  # (row, slot) pairs than `rows` rows of those (fewer when a group shares its prompt's slots).
+  # The cache the sampler built: a prompt bucket P + 4 decode slots per row; the prompt's P
+  # slots are stored once per prompt (a group of 2 rows shares them), the 4 once per row.
   attended, stored = r["cache_slots_attended"], r["cache_slots_stored"]
-  assert attended - 4 in batching.DEFAULT_PROMPT_BUCKETS
-  assert stored <= rows * attended
-  if mode == "distinct":
-    assert stored == rows * attended
+  prompt = attended - 4
+  assert prompt in batching.DEFAULT_PROMPT_BUCKETS
+  prompts = rows // 2 if mode == "groups" else rows
+  assert stored == prompts * prompt + rows * 4
   cost = bench.decode_step_cost(model_config.preset("tiny").text, rows=rows,
                                 attended_slots=attended, stored_slots=stored, dtype_bytes=4,
                                 cache_bytes=4)
