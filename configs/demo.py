@@ -60,6 +60,9 @@ ARCH_PRESETS = {"qwen2_audio": "tiny", "omni": "tiny_omni"}
 BUDGETS = (0, 16, 32, 48, 64, 96, 128)
 FIXED_BUDGET = 64
 CONTINUATION = " Wait, let me listen again."
+GRPO_STEPS = 100  # per unit of scale
+GRPO_LR = 5e-4
+DIAGNOSTICS = ("think_concepts", "keyword_density")
 
 
 def _join_lists(arg: str | None) -> str | None:
@@ -78,7 +81,7 @@ def _join_lists(arg: str | None) -> str | None:
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(_join_lists(arg), scale=1, seed=0, seeds=2, arms="outcome+cesar",
-                             arch="qwen2_audio", fast=0)
+                             arch="qwen2_audio", fast=0, guard=0)
   s, fast = arg.scale, bool(arg.fast)
   arms = tuple(a for a in str(arg.arms).split("+") if a)
   unknown = [a for a in arms if a not in rewards.PRESETS]
@@ -93,6 +96,8 @@ def get_config(arg=None):
                      f"(known: {sorted(model_config.PRESETS)})")
   if s < 1 or arg.seeds < 1:
     raise ValueError(f"demo scale and seeds must be >= 1, got scale={s}, seeds={arg.seeds}")
+  if arg.guard < 0:
+    raise ValueError(f"demo guard={arg.guard}: the minimum think length must be >= 0 (0 = off)")
   config = ml_collections.ConfigDict()
   config.job = "demo"
   config.seed = arg.seed
@@ -101,7 +106,7 @@ def get_config(arg=None):
   config.arch = arg.arch
   config.stages = {}
 
-  sft_steps, grpo_steps = (12, 6) if fast else (300 * s, 40 * s)
+  sft_steps, grpo_steps = (12, 6) if fast else (300 * s, GRPO_STEPS * s)
   examples = 64 if fast else 512 * s
   # SFT stage: the tiny model from scratch on traces.
   config.stages.sft = synthetic_tiny.get_config(
@@ -118,8 +123,13 @@ def get_config(arg=None):
         stage.log_every = 10
         stage.checkpoint_every = grpo_steps  # only the final one: saves are not free
         stage.sampling.num_samples = 8
-        stage.optim.lr = 1e-3
+        stage.optim.lr = GRPO_LR
         stage.optim.warmup_steps = min(3, grpo_steps // 2)
+        # Diagnostics of the reward's optimum (issue 15 item 5), weight 0: logged per step as
+        # reward/think_concepts and reward/keyword_density, never rewarded (totals unchanged).
+        for name in DIAGNOSTICS:
+          stage.rewards.weights[name] = 0.0
+        stage.rewards.guard.min_think_tokens = int(arg.guard)
       config.stages[grpo_stage(arm, i)] = stage
 
   # Data section (every training stage): "count the beeps", 1 to 5 of them, so 4 options and
