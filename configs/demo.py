@@ -21,7 +21,7 @@ budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus 
   python -m cesar_jax.main --config=configs/demo.py --workdir=runs/demo
   python -m cesar_jax.main --config=configs/demo.py:scale=4,seeds=3 --workdir=runs/demo_x4
 
-Time at scale=1: 10 min 30 s wall on the project's 2 cores shared with other jobs (load 10-13;
+Time at scale=1: 11 min 0 s wall on the project's 2 cores shared with other jobs (load ~6;
 docs/results.md has the stages and the results).
 
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
