@@ -21,6 +21,9 @@ budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus 
   python -m cesar_jax.main --config=configs/demo.py --workdir=runs/demo
   python -m cesar_jax.main --config=configs/demo.py:scale=4,seeds=3 --workdir=runs/demo_x4
 
+GRPO alone from a saved SFT model (e.g. to try settings): copy a finished WORKDIR/sft into a
+new workdir and run the demo there; finished stages are restored, not retrained.
+
 Time at scale=1: 11 min 0 s wall on the project's 2 cores shared with other jobs (load ~6;
 docs/results.md has the stages and the results).
 
