@@ -90,6 +90,13 @@ def run(config, workdir: str) -> None:
     for protocol, c in per.items():
       print(f"{name} [{protocol}]: slope {c['slope_diff']:+.4f} {c['slope_diff_ci']}, "
             f"P({fixed}) {c['accuracy_diff']:+.1f} {c['accuracy_diff_ci']}")
+  for arm, s in result.get("seeds", {}).items():
+    if (d := s.get("perception")):
+      print(f"perception {arm}: precision {d['mean_precision']:.1f} {d['mean_ci']}, decay "
+            f"{d['slope_per_100_tokens']:+.1f} pts/100 tokens {d['slope_ci']}")
+  for name, d in (result.get("perception_comparisons") or {}).items():
+    print(f"{name} [perception]: decay {d['decay_diff']:+.1f} {d['decay_diff_ci']}, precision "
+          f"{d['precision_diff']:+.1f} {d['precision_diff_ci']}")
   for arm, comps in result.get("training", {}).items():
     total = comps.get("total")
     if total:

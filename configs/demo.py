@@ -21,23 +21,53 @@ budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus 
   python -m cesar_jax.main --config=configs/demo.py --workdir=runs/demo
   python -m cesar_jax.main --config=configs/demo.py:scale=4,seeds=3 --workdir=runs/demo_x4
 
-Time at scale=1: 10 min 30 s wall on the project's 2 cores shared with other jobs (load 10-13;
-docs/results.md has the stages and the results).
+GRPO alone from a saved SFT model (e.g. to try settings): copy a finished WORKDIR/sft into a
+new workdir and run the demo there; finished stages are restored, not retrained.
+
+Time at scale=1: 10 min 4 s and 11 min 0 s wall on the project's 2 cores shared with other
+jobs (load 5-8; docs/results.md has the stages and the results). scale=2 with three arms:
+~26 min.
 
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
 seeds per arm; `arms=outcome,cesar` (any presets `cesar_jax.rewards.PRESETS` knows; `+` also
 separates them); `arch=qwen2_audio|omni` (omni: the `tiny_omni` model preset); `seed=S` the
-base seed; `fast=1` a seconds-long variant for tests (few steps, items, budgets).
+base seed; `guard=M` the process-reward guard (below); `fast=1` a seconds-long variant for
+tests (few steps, items, budgets).
 
-Hyperparameters and why (the GRPO ones were chosen so that the training reward moves within
-the time; docs/results.md has what they did):
+Hyperparameters and why (docs/results.md has what the final run did):
 * SFT: 300 steps x 16 traces, lr 3e-3 (the tiny model needs ~300 steps to count to 5).
-* GRPO: 40 steps x 8 prompts x G = 8 samples (320 prompts, 2,560 completions per run), lr 1e-3,
-  no KL (beta 0, as R1-AQA/CESAR's TRL defaults), clip 0.2, temperature 1, max 64 new tokens.
-  lr: on this SFT checkpoint, outcome arm, seed 0, 40 steps, the outcome reward did not move at
-  lr 1e-4 (change of reward/total from the first to the last fifth -0.018, 95% CI [-0.074,
-  +0.033]) nor 5e-4 (-0.029 [-0.094, +0.035]); at 1e-3 the policy moves measurably (see
-  docs/results.md for which way).
+* GRPO: 100 steps x 8 prompts x G = 8 samples (800 prompts, 6,400 completions per run),
+  lr 5e-4 (Adam, 3 warmup steps, cosine to 0), one update per batch (mu 1), no KL (beta 0, as
+  R1-AQA/CESAR's TRL defaults), clip 0.2, temperature 1, max 64 new tokens, no think budget
+  during training (the rewarded completions are the policy's own: budget_forced_frac 0).
+  Chosen from dev trials, each GRPO alone from the demo's own SFT checkpoint (300 steps, seed
+  0), outcome arm, seed 0, 40 steps unless said; change of reward/total from the first to the
+  last fifth of training [95% bootstrap CI over steps]:
+    lr 1e-3 (the previous default)        -0.572 [-0.668, -0.475]  accuracy 0.79 -> 0.25
+    lr 1e-3, advantage none (Dr. GRPO)     -0.043 [-0.135, +0.045]
+    lr 1e-3, loss aggregation dr_grpo      -0.002 [-0.086, +0.068]
+    lr 1e-3, KL beta 0.04                  -0.008 [-0.096, +0.088]
+    lr 5e-4                                -0.029 [-0.094, +0.035]  (earlier session)
+    lr 3e-4                                +0.029 [-0.045, +0.094]
+    lr 3e-4, mu 2 / mu 4                   +0.000 [-0.107, +0.090] / -0.045 [-0.117, +0.018]
+    lr 3e-4, 16 prompts per step           +0.028 [-0.017, +0.070]
+    lr 1e-4                                -0.018 [-0.074, +0.033]  (earlier session)
+    lr 5e-4, 80 steps: outcome s0 +0.071 [+0.017, +0.126], s1 +0.100 [+0.040, +0.167];
+                       cesar s0 +0.139 [-0.032, +0.313], s1 +0.501 [+0.137, +0.862]
+    lr 5e-4, 100 steps: cesar s0 +0.646 [+0.355, +0.973] (accuracy 0.74 -> 0.85)
+  Why: at lr 1e-3 the policy collapses (on 5-beep clips it starts hearing 6-7 beeps; training
+  accuracy 0.8 -> 0.02 in 4 steps); at lr <= 5e-4 40 steps are too few to move it beyond the
+  step-to-step noise of the batch means (the fifths are 8 steps); 100 steps at 5e-4 move it
+  up with room (fifths of 20 steps). The signal is there: over these trials 15-25% of groups
+  are all correct, 0.3-3% all wrong, 12-24% have zero advantage (all rewards equal); within
+  groups the outcome reward's variance (0.30-0.39) is accuracy 0.12-0.15 and format 0.07-0.10
+  (the rest their covariance), CESAR's (~6.3) mostly accuracy (25 x 0.12) and keywords (0.3).
+  No bug found on the way: the update's forward equals the sampler's (logp_gap/mean 2.5e-7),
+  training rollouts are never capped or extended, mu 1 makes the ratio exactly 1.
+* Diagnostics logged at weight 0 in every arm: `think_concepts` (distinct concepts in the
+  think part) and `keyword_density` (keyword phrases per think token), for the reward's
+  optimum (issue 15 item 5). `guard=M` sets `rewards.guard.min_think_tokens` (no process
+  reward for a think part under M tokens; 0 = off, the paper's formula).
 * Sweep (max new tokens: the largest budget + 64, room for an answer after forced thinking):
   budgets 0..128 around the SFT model's natural think length (~34 tokens: below it and
   up to ~4x beyond), K = 4 samples per (item, budget, protocol), 4 unconstrained samples per
@@ -60,6 +90,9 @@ ARCH_PRESETS = {"qwen2_audio": "tiny", "omni": "tiny_omni"}
 BUDGETS = (0, 16, 32, 48, 64, 96, 128)
 FIXED_BUDGET = 64
 CONTINUATION = " Wait, let me listen again."
+GRPO_STEPS = 100  # per unit of scale
+GRPO_LR = 5e-4
+DIAGNOSTICS = ("think_concepts", "keyword_density")
 
 
 def _join_lists(arg: str | None) -> str | None:
@@ -78,7 +111,7 @@ def _join_lists(arg: str | None) -> str | None:
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(_join_lists(arg), scale=1, seed=0, seeds=2, arms="outcome+cesar",
-                             arch="qwen2_audio", fast=0)
+                             arch="qwen2_audio", fast=0, guard=0)
   s, fast = arg.scale, bool(arg.fast)
   arms = tuple(a for a in str(arg.arms).split("+") if a)
   unknown = [a for a in arms if a not in rewards.PRESETS]
@@ -93,6 +126,8 @@ def get_config(arg=None):
                      f"(known: {sorted(model_config.PRESETS)})")
   if s < 1 or arg.seeds < 1:
     raise ValueError(f"demo scale and seeds must be >= 1, got scale={s}, seeds={arg.seeds}")
+  if arg.guard < 0:
+    raise ValueError(f"demo guard={arg.guard}: the minimum think length must be >= 0 (0 = off)")
   config = ml_collections.ConfigDict()
   config.job = "demo"
   config.seed = arg.seed
@@ -101,7 +136,7 @@ def get_config(arg=None):
   config.arch = arg.arch
   config.stages = {}
 
-  sft_steps, grpo_steps = (12, 6) if fast else (300 * s, 40 * s)
+  sft_steps, grpo_steps = (12, 6) if fast else (300 * s, GRPO_STEPS * s)
   examples = 64 if fast else 512 * s
   # SFT stage: the tiny model from scratch on traces.
   config.stages.sft = synthetic_tiny.get_config(
@@ -118,8 +153,13 @@ def get_config(arg=None):
         stage.log_every = 10
         stage.checkpoint_every = grpo_steps  # only the final one: saves are not free
         stage.sampling.num_samples = 8
-        stage.optim.lr = 1e-3
+        stage.optim.lr = GRPO_LR
         stage.optim.warmup_steps = min(3, grpo_steps // 2)
+        # Diagnostics of the reward's optimum (issue 15 item 5), weight 0: logged per step as
+        # reward/think_concepts and reward/keyword_density, never rewarded (totals unchanged).
+        for name in DIAGNOSTICS:
+          stage.rewards.weights[name] = 0.0
+        stage.rewards.guard.min_think_tokens = int(arg.guard)
       config.stages[grpo_stage(arm, i)] = stage
 
   # Data section (every training stage): "count the beeps", 1 to 5 of them, so 4 options and

@@ -116,7 +116,12 @@ def test_demo_args_arms_seeds_arch_and_fast():
   # The arms of one seed are paired (same seed, same data order), the seeds differ.
   assert c.stages.outcome_s1.seed == c.stages.cesar_s1.seed == 1 != c.stages.cesar_s0.seed
   assert c.stages.outcome_s1.data.seed == 1
-  assert dict(c.stages.outcome_s0.rewards.weights) == {"accuracy": 1.0, "format": 1.0}
+  # Rewarded: accuracy + format; the reward-optimum diagnostics are logged with weight 0.
+  assert dict(c.stages.outcome_s0.rewards.weights) == {
+      "accuracy": 1.0, "format": 1.0, "think_concepts": 0.0, "keyword_density": 0.0}
+  assert c.stages.cesar_s0.rewards.weights.keywords == 1.0
+  assert c.stages.cesar_s0.rewards.guard.min_think_tokens == 0  # the paper's formula
+  assert _load("demo", "guard=16").stages.cesar_s1.rewards.guard.min_think_tokens == 16
   e = c.stages.eval.eval
   assert tuple(e.protocols) == ("cap", "extend") and e.num_samples >= 4
   assert e.fixed_budget in e.budgets and e.max_new_tokens > max(e.budgets)
@@ -129,3 +134,5 @@ def test_demo_args_arms_seeds_arch_and_fast():
     _load("demo", "arms=outcome,nope")
   with pytest.raises(bad, match="arch='x'"):
     _load("demo", "arch=x")
+  with pytest.raises(bad, match="guard=-1"):
+    _load("demo", "guard=-1")

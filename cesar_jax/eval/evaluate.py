@@ -77,23 +77,39 @@ def sweep_config(config) -> sweep.SweepConfig:
                            seed=config.seed)
 
 
-def perception_summary(out: sweep.SweepOutput, num_bins: int = 6,
-                       rows: np.ndarray | None = None) -> dict[str, Any] | None:
-  """Perception accuracy (claim precision of a chain) against think length, where known.
-
-  rows: bool[N] the rows to use (e.g. one protocol's); None: all.
-  """
+def perception_chains(out: sweep.SweepOutput,
+                      rows: np.ndarray | None = None) -> experiment.Chains | None:
+  """(item, think tokens, claim precision) of the chains that make a claim (`rows` only)."""
   rows = np.ones(len(out.perception_precision), bool) if rows is None else rows
   has = ~np.isnan(out.perception_precision) & rows
   if not has.any():
     return None
-  lengths = out.results.think_tokens[has]
-  curve = perception.accuracy_by_length(lengths, out.perception_precision[has],
-                                        num_bins=num_bins)
+  return (out.results.item[has], out.results.think_tokens[has].astype(float),
+          out.perception_precision[has].astype(float))
+
+
+def perception_summary(out: sweep.SweepOutput, num_bins: int = 6,
+                       rows: np.ndarray | None = None, *, num_items: int | None = None,
+                       num_resamples: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+  """Perception accuracy (claim precision of a chain) against think length, where known.
+
+  rows: bool[N] the rows to use (e.g. one protocol's); None: all. With `num_items` (the
+  sweep's item count) also "decay": `experiment.perception_decay` of these chains.
+  """
+  rows = np.ones(len(out.perception_precision), bool) if rows is None else rows
+  chains = perception_chains(out, rows)
+  if chains is None:
+    return None
+  item, lengths, precision = chains
+  curve = perception.accuracy_by_length(lengths, precision, num_bins=num_bins)
   recall = out.perception_recall[~np.isnan(out.perception_recall) & rows]
-  return {"bin_centers": curve["bin_centers"], "accuracy": curve["mean"],
-          "counts": curve["count"], "precision": float(out.perception_precision[has].mean()),
-          "recall": float(recall.mean()) if recall.size else float("nan")}
+  summary = {"bin_centers": curve["bin_centers"], "accuracy": curve["mean"],
+             "counts": curve["count"], "precision": float(precision.mean()),
+             "recall": float(recall.mean()) if recall.size else float("nan")}
+  if num_items is not None:
+    summary["decay"] = experiment.perception_decay([chains], num_items=num_items,
+                                                   num_resamples=num_resamples, seed=seed)
+  return summary
 
 
 def _fixed_budget(config) -> int | None:
@@ -141,8 +157,12 @@ def evaluate_model(name: str, workdir: str, items: Sequence[Mapping[str, Any]], 
     entry["metrics"] = str(metrics)  # A GRPO run: its reward components go in the report.
   # Perception on the longest chains there are: extend mode's when swept.
   chains = "extend" if "extend" in cfg.protocols else main
-  if (p := perception_summary(out, rows=out.mask(chains))) is not None:
+  p = perception_summary(out, rows=out.mask(chains), num_items=len(items),
+                         num_resamples=e.num_resamples, seed=config.seed)
+  if p is not None:
     entry["perception"] = dict(p, protocol=chains)
+    # In memory only (popped before the report): pooled over seeds, compared between arms.
+    entry["perception_chains"] = perception_chains(out, out.mask(chains))
   curve = curves[main]
   at = curve.sweet_spot if fixed is None else fixed
   first = (results[main].budget == at) & (results[main].sample == 0)
@@ -196,6 +216,23 @@ def experiment_summary(entries: Mapping[str, Mapping[str, Any]],
               [entries[n]["results"][p] for n in arms[other]], fixed_budget=fixed,
               num_resamples=e.num_resamples, seed=config.seed)
           for p in protocols}
+  # Perception decay pooled per arm and compared (each arm minus the first), where every
+  # model of the arms has chains with claims.
+  perception_comparisons: dict[str, Any] = {}
+  chains = {arm: [entries[n].get("perception_chains") for n in arm_names]
+            for arm, arm_names in arms.items()}
+  chains = {arm: c for arm, c in chains.items() if all(x is not None for x in c)}
+  num_items = max([int(entries[n]["curve"].num_items) for n in entries]
+                  + [int(x[0].max()) + 1 for c in chains.values() for x in c])
+  for arm, c in chains.items():
+    seeds[arm]["perception"] = experiment.perception_decay(
+        c, num_items=num_items, num_resamples=e.num_resamples, seed=config.seed)
+  if names[0] in chains:
+    for other in names[1:]:
+      if other in chains:
+        perception_comparisons[f"{other}_minus_{names[0]}"] = experiment.compare_perception(
+            chains[names[0]], chains[other], num_items=num_items,
+            num_resamples=e.num_resamples, seed=config.seed)
   training = {}
   for arm, arm_names in arms.items():
     files = [entries[n]["metrics"] for n in arm_names if "metrics" in entries[n]]
@@ -203,7 +240,7 @@ def experiment_summary(entries: Mapping[str, Mapping[str, Any]],
       training[arm] = experiment.training_summary(files, num_resamples=e.num_resamples,
                                                   seed=config.seed)
   return {"seeds": seeds, "comparisons": comparisons, "training": training,
-          "fixed_budget": fixed}
+          "perception_comparisons": perception_comparisons, "fixed_budget": fixed}
 
 
 def evaluate(checkpoints: Mapping[str, str], config, workdir: str,
@@ -222,6 +259,7 @@ def evaluate(checkpoints: Mapping[str, str], config, workdir: str,
   summary = experiment_summary(entries, arms, config) if arms else None
   for entry in entries.values():
     entry.pop("results")
+    entry.pop("perception_chains", None)
   return report.write_report(workdir, entries, chance_accuracy=chance_accuracy(items),
                              experiment=summary)
 

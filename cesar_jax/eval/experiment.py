@@ -10,6 +10,10 @@ Pure numpy, on top of `scaling` (the same bootstrap conventions):
   GRPO steps (from each seed's metrics.jsonl), pooled over seeds, with a bootstrap interval of
   the change (steps resampled within each fifth and seed: each step's value is the mean over
   its own freshly sampled batch).
+* `perception_decay` / `compare_perception`: the perception-decay curve as one number, the
+  least-squares slope of a chain's claim precision on its think tokens (precision points per
+  100 tokens, over chains that make a claim), with the item bootstrap (seeds pooled at two
+  levels), and arm B minus arm A of that slope and of the mean precision, items paired.
 """
 
 from __future__ import annotations
@@ -60,6 +64,93 @@ def compare_arms(arm_a: Sequence[scaling.SweepResults], arm_b: Sequence[scaling.
       "num_items": int(num_items),
       "seeds": [int(acc_a.shape[0]), int(acc_b.shape[0])],
   }
+
+
+# One model's (one seed's) chains: (item index int[n], think tokens f[n], precision f[n]).
+Chains = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _decay_resampled(chains: Sequence[Chains], item_counts: np.ndarray,
+                     seed_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(slope f64[R] in points per 100 tokens, mean precision f64[R]) under each resample.
+
+  Each chain weighs as often as its item and its seed are drawn (weighted least squares):
+  item_counts int[R, I], seed_counts int[R, S], one entry of `chains` per seed.
+  """
+  if len(chains) != seed_counts.shape[1]:
+    raise ValueError(f"{len(chains)} seeds of chains but seed counts for {seed_counts.shape[1]}")
+  r = item_counts.shape[0]
+  sw, sx, sy, sxx, sxy = (np.zeros(r) for _ in range(5))
+  for s, (item, x, y) in enumerate(chains):
+    w = item_counts[:, np.asarray(item, np.int64)] * seed_counts[:, s:s + 1]  # [R, n]
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sw += w.sum(1)
+    sx += w @ x
+    sy += w @ y
+    sxx += w @ (x * x)
+    sxy += w @ (x * y)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    slope = (sw * sxy - sx * sy) / (sw * sxx - sx * sx)
+    mean = sy / sw
+  return 1e4 * slope, 100.0 * mean  # fractions -> points; per token -> per 100 tokens
+
+
+def _check_chains(chains: Sequence[Chains], num_items: int, where: str) -> list[Chains]:
+  out = []
+  for s, (item, x, y) in enumerate(chains):
+    item, x, y = np.asarray(item), np.asarray(x, float), np.asarray(y, float)
+    if not item.shape == x.shape == y.shape or item.ndim != 1:
+      raise ValueError(f"{where}: seed {s}: item, think tokens and precision must be 1-D of "
+                       f"one length, got {item.shape}, {x.shape}, {y.shape}")
+    if item.size and (item.min() < 0 or item.max() >= num_items):
+      raise ValueError(f"{where}: seed {s}: item indices outside [0, {num_items})")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+      raise ValueError(f"{where}: seed {s}: non-finite think tokens or precision (drop the "
+                       "chains without a claim first)")
+    out.append((item, x, y))
+  return out
+
+
+def perception_decay(chains: Sequence[Chains], *, num_items: int, num_resamples: int = 1000,
+                     seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+  """The perception-decay slope of one model (one entry in `chains`) or of seeds pooled.
+
+  Returns {"slope_per_100_tokens", "slope_ci", "mean_precision", "mean_ci", "num_chains"}:
+  the least-squares slope of claim precision (points) on think tokens, per 100 tokens (< 0:
+  perception decays along the chain), and the mean precision, with the two-level bootstrap
+  (seeds, then items) interval. NaN (and a NaN interval) when the chains' lengths are all
+  equal or there are none.
+  """
+  chains = _check_chains(chains, num_items, "perception_decay")
+  ones = (np.ones((1, num_items), np.int64), np.ones((1, len(chains)), np.int64))
+  slope, mean = (v[0] for v in _decay_resampled(chains, *ones))
+  items, seeds = scaling.resample_counts(num_items, len(chains), num_resamples, seed)
+  boot_slope, boot_mean = _decay_resampled(chains, items, seeds)
+  return {"slope_per_100_tokens": float(slope), "slope_ci": _interval(boot_slope, confidence),
+          "mean_precision": float(mean), "mean_ci": _interval(boot_mean, confidence),
+          "num_chains": int(sum(c[0].size for c in chains))}
+
+
+def compare_perception(arm_a: Sequence[Chains], arm_b: Sequence[Chains], *, num_items: int,
+                       num_resamples: int = 1000, seed: int = 0,
+                       confidence: float = 0.95) -> dict[str, Any]:
+  """B minus A: the perception-decay slope (points per 100 tokens) and the mean precision
+  (points), each arm's seeds pooled; items resampled once for both arms (paired), seeds per
+  arm, as `compare_arms`."""
+  arm_a = _check_chains(arm_a, num_items, "compare_perception (arm A)")
+  arm_b = _check_chains(arm_b, num_items, "compare_perception (arm B)")
+  items, seeds_a = scaling.resample_counts(num_items, len(arm_a), num_resamples, seed)
+  _, seeds_b = scaling.resample_counts(num_items, len(arm_b), num_resamples, seed + 1)
+  one = np.ones((1, num_items), np.int64)
+  slope_a, mean_a = (v[0] for v in _decay_resampled(arm_a, one, np.ones((1, len(arm_a)), int)))
+  slope_b, mean_b = (v[0] for v in _decay_resampled(arm_b, one, np.ones((1, len(arm_b)), int)))
+  boot_sa, boot_ma = _decay_resampled(arm_a, items, seeds_a)
+  boot_sb, boot_mb = _decay_resampled(arm_b, items, seeds_b)
+  return {"decay_diff": float(slope_b - slope_a),
+          "decay_diff_ci": _interval(boot_sb - boot_sa, confidence),
+          "precision_diff": float(mean_b - mean_a),
+          "precision_diff_ci": _interval(boot_mb - boot_ma, confidence),
+          "seeds": [len(arm_a), len(arm_b)]}
 
 
 def _fifths(rows: Sequence[dict[str, Any]], key: str,

@@ -17,7 +17,10 @@ entries have "protocols"; the top-level "models" hold the first protocol's),
 {slope_per_token [per seed], slope_ci, accuracy_at_fixed, pooled}}}}, "comparisons"
 {"B_minus_A": {PROTOCOL: {slope_diff, slope_diff_ci, accuracy_diff, accuracy_diff_ci,
 fixed_budget}}}, "training" {ARM: {COMPONENT: {first, last, diff, ci, first_ci, last_ci,
-per_seed}}}, "fixed_budget"; then "figures": {kind: file name}, "units". Accuracies are in
+per_seed}}}, "perception_comparisons" {"B_minus_A": {decay_diff, decay_diff_ci,
+precision_diff, precision_diff_ci, seeds}} (and "perception" in each "seeds" arm and in a
+model's "perception" as "decay": {slope_per_100_tokens, slope_ci, mean_precision, mean_ci,
+num_chains}, precision in points: `experiment.perception_decay`), "fixed_budget"; then "figures": {kind: file name}, "units". Accuracies are in
 percent, perception figures are fractions in [0, 1]. NaN (an undefined slope) is null.
 """
 
@@ -76,6 +79,8 @@ def normalize_perception(perception: Any, model: str) -> dict[str, Any]:
     out[name] = float(out[name])
   if "protocol" in source:
     out["protocol"] = str(source["protocol"])
+  if source.get("decay") is not None:  # experiment.perception_decay (points, not fractions)
+    out["decay"] = dict(source["decay"])
   values = np.array(list(out["accuracy"]) + [out["precision"], out["recall"]], float)
   if np.any(values[np.isfinite(values)] > 1.0) or np.any(values < 0.0):
     raise ValueError(f"perception figures of model {model!r} must be fractions in [0, 1]")
@@ -259,10 +264,32 @@ def _markdown(report: Mapping[str, Any]) -> str:
     lines += [f"## Perception{where}", "",
               "Precision: the fraction of a chain's claims about the audio that hold for the "
               "clip's true events (judge-free); recall: true events described.", "",
-              "| model | precision | recall |", "|---|---|---|"]
+              "Decay: the least-squares slope of a chain's precision (points) on its think "
+              "tokens, per 100 tokens (< 0: perception decays along the chain), over chains that "
+              "make a claim; intervals: bootstrap over items (and seeds, for arms).", "",
+              "| model | precision | recall | chains | decay (pts / 100 tokens) [95% CI] |",
+              "|---|---|---|---|---|"]
     pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # None: no chain made a claim.
-    lines += [f"| {n} | {pct(p['precision'])} | {pct(p['recall'])} |"
-              for n, p in with_perception.items()]
+    for n, p in with_perception.items():
+      d = p.get("decay") or {}
+      lines.append(f"| {n} | {pct(p['precision'])} | {pct(p['recall'])} | "
+                   f"{d.get('num_chains', '')} | {_fmt(d.get('slope_per_100_tokens'), 1, True)} "
+                   f"{_ci(d.get('slope_ci'), 1, True) if d else ''} |")
+    arms = {a: s["perception"] for a, s in (report.get("seeds") or {}).items()
+            if s.get("perception")}
+    if arms:
+      lines += ["", "| arm (seeds pooled) | mean precision (pts) [95% CI] | decay (pts / 100 "
+                "tokens) [95% CI] |", "|---|---|---|"]
+      lines += [f"| {a} | {_fmt(d['mean_precision'], 1)} {_ci(d['mean_ci'], 1)} | "
+                f"{_fmt(d['slope_per_100_tokens'], 1, True)} {_ci(d['slope_ci'], 1, True)} |"
+                for a, d in arms.items()]
+    comps = report.get("perception_comparisons") or {}
+    if comps:
+      lines += ["", "| comparison | decay difference (pts / 100 tokens) [95% CI] | mean "
+                "precision difference (pts) [95% CI] |", "|---|---|---|"]
+      lines += [f"| {c} | {_fmt(d['decay_diff'], 1, True)} {_ci(d['decay_diff_ci'], 1, True)} | "
+                f"{_fmt(d['precision_diff'], 1, True)} {_ci(d['precision_diff_ci'], 1, True)} |"
+                for c, d in comps.items()]
     lines += ["", f"![perception vs think length]({figures['perception']})", ""]
   if "natural_overthinking" in figures:
     lines += ["## Natural overthinking", "",
@@ -375,7 +402,7 @@ def write_report(workdir: str | os.PathLike[str], models: Mapping[str, Any], *,
   if natural_tokens:
     report["natural_think_tokens"] = natural_tokens
   if experiment:
-    for key in ("seeds", "comparisons", "training", "fixed_budget"):
+    for key in ("seeds", "comparisons", "training", "perception_comparisons", "fixed_budget"):
       report[key] = _jsonable(experiment.get(key))
   report["figures"] = figures
   report["units"] = {"accuracy": "percent", "slope_per_token": "accuracy points per token",

@@ -58,3 +58,52 @@ def test_training_summary_first_and_last_fifth(tmp_path):
   assert t["steps_per_fifth"] == 10 and len(t["per_seed"]) == 2
   assert t["ci"][0] > 0.7 and t["ci"][1] < 0.9
   assert out["format"]["diff"] == 0 and out["format"]["ci"] == [0.0, 0.0]
+
+
+def _chains(decay_per_token, seed, items=30, per_item=6, base=0.95):
+  """Chains whose precision falls by `decay_per_token` (fraction) per think token, plus noise."""
+  rng = np.random.default_rng(seed)
+  item = np.repeat(np.arange(items), per_item)
+  tokens = rng.uniform(10, 120, item.size)
+  precision = np.clip(base - decay_per_token * tokens + rng.normal(0, 0.05, item.size), 0, 1)
+  return item, tokens, precision
+
+
+def test_perception_decay_is_the_least_squares_slope_in_points_per_100_tokens():
+  item, x, y = _chains(0.002, 0)
+  d = experiment.perception_decay([(item, x, y)], num_items=30, num_resamples=300)
+  assert d["slope_per_100_tokens"] == pytest.approx(1e4 * np.polyfit(x, y, 1)[0])
+  assert d["mean_precision"] == pytest.approx(100 * y.mean())
+  assert d["num_chains"] == item.size
+  lo, hi = d["slope_ci"]
+  assert lo < d["slope_per_100_tokens"] < hi and hi < -10  # truth: -20 points per 100 tokens
+  # A flat chain set: the interval covers 0.
+  flat = experiment.perception_decay([_chains(0.0, 1)], num_items=30, num_resamples=300)
+  assert flat["slope_ci"][0] < 0 < flat["slope_ci"][1]
+  # Seeds pooled: two seeds' chains weigh as one set.
+  both = experiment.perception_decay([(item, x, y), _chains(0.002, 2)], num_items=30,
+                                     num_resamples=100)
+  xs = np.concatenate([x, _chains(0.002, 2)[1]])
+  ys = np.concatenate([y, _chains(0.002, 2)[2]])
+  assert both["slope_per_100_tokens"] == pytest.approx(1e4 * np.polyfit(xs, ys, 1)[0])
+
+
+def test_compare_perception_finds_a_slower_decay_and_zero_for_identical_arms():
+  decaying = [_chains(0.003, s) for s in (0, 1)]
+  steady = [_chains(0.0005, s) for s in (2, 3)]
+  c = experiment.compare_perception(decaying, steady, num_items=30, num_resamples=300)
+  assert c["decay_diff_ci"][0] > 10  # truth: +25 points per 100 tokens
+  assert c["precision_diff"] > 0 and c["seeds"] == [2, 2]
+  same = experiment.compare_perception(decaying, decaying, num_items=30, num_resamples=100)
+  assert same["decay_diff"] == 0 and same["precision_diff"] == 0
+  assert same["decay_diff_ci"][0] <= 0 <= same["decay_diff_ci"][1]
+
+
+def test_perception_decay_bad_input_names_the_problem():
+  item, x, y = _chains(0.001, 0)
+  with pytest.raises(ValueError, match="item indices outside \\[0, 10\\)"):
+    experiment.perception_decay([(item, x, y)], num_items=10)
+  with pytest.raises(ValueError, match="non-finite"):
+    experiment.perception_decay([(item, x, np.where(item == 3, np.nan, y))], num_items=30)
+  with pytest.raises(ValueError, match="one length"):
+    experiment.perception_decay([(item, x[:-1], y)], num_items=30)

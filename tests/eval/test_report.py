@@ -191,3 +191,40 @@ def test_two_protocol_report_with_arms_seeds_comparisons_and_training(tmp_path):
     assert heading in md
   for file in data["figures"].values():
     assert (tmp_path / "out" / file).is_file() and f"]({file})" in md
+
+
+def test_perception_decay_per_model_arm_and_comparison_in_json_and_markdown(tmp_path):
+  from cesar_jax.eval import experiment
+  rng = np.random.default_rng(0)
+  def chains(decay):
+    item = np.repeat(np.arange(20), 5)
+    x = rng.uniform(10, 120, item.size)
+    return item, x, np.clip(0.95 - decay * x + rng.normal(0, 0.03, item.size), 0, 1)
+  arm_chains = {"a": [chains(0.003), chains(0.003)], "b": [chains(0.0), chains(0.0)]}
+  curve = scaling.scaling_curve(_sweep(lambda b: 0.5 + 0 * b, seed=0), num_resamples=50)
+  entries = {}
+  for arm, cs in arm_chains.items():
+    for s, c in enumerate(cs):
+      entries[f"{arm}_s{s}"] = {"curve": curve, "perception": {
+          "bin_centers": [50.0], "accuracy": [float(c[2].mean())], "counts": [c[0].size],
+          "precision": float(c[2].mean()), "recall": 0.5,
+          "decay": experiment.perception_decay([c], num_items=20, num_resamples=100)}}
+  summary = {"seeds": {arm: {"models": [f"{arm}_s0", f"{arm}_s1"], "protocols": {},
+                             "perception": experiment.perception_decay(
+                                 cs, num_items=20, num_resamples=100)}
+                       for arm, cs in arm_chains.items()},
+             "perception_comparisons": {"b_minus_a": experiment.compare_perception(
+                 arm_chains["a"], arm_chains["b"], num_items=20, num_resamples=100)}}
+  out = report.write_report(tmp_path, entries, experiment=summary)
+  data = json.loads((tmp_path / "report.json").read_text())
+  assert data == json.loads(json.dumps(out))
+  decay = data["models"]["a_s0"]["perception"]["decay"]
+  assert decay["slope_per_100_tokens"] < -20 and decay["slope_ci"][1] < 0  # truth: -30
+  c = data["perception_comparisons"]["b_minus_a"]
+  assert c["decay_diff_ci"][0] > 0 and c["seeds"] == [2, 2]
+  md = (tmp_path / "report.md").read_text()
+  d = data["seeds"]["a"]["perception"]
+  assert (f"| a | {d['mean_precision']:.1f} [{d['mean_ci'][0]:.1f}, {d['mean_ci'][1]:.1f}] | "
+          f"{d['slope_per_100_tokens']:+.1f}") in md
+  assert f"| b_minus_a | {c['decay_diff']:+.1f} [{c['decay_diff_ci'][0]:+.1f}," in md
+  assert f"| a_s0 | " in md and f"{decay['slope_per_100_tokens']:+.1f} [" in md

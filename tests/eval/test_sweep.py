@@ -102,6 +102,14 @@ def test_perception_summary_bins_chains_with_claims():
   assert counts.sum() == 5
   means = np.asarray(summary["accuracy"])[counts > 0]
   np.testing.assert_allclose(means, [1.0, 0.5, 0.0])
+  assert "decay" not in summary  # only with the sweep's item count
+  # With it: the decay slope of the 5 chains with a claim, in points per 100 tokens.
+  decay = evaluate.perception_summary(out, num_bins=3, num_items=n, num_resamples=50)["decay"]
+  x, y = np.array([5, 5, 15, 25, 25.0]), np.array([1, 1, 0.5, 0, 0])
+  assert decay["slope_per_100_tokens"] == pytest.approx(1e4 * np.polyfit(x, y, 1)[0])
+  assert decay["num_chains"] == 5
+  item, tokens, precision = evaluate.perception_chains(out)
+  np.testing.assert_array_equal(item, [0, 1, 2, 4, 5])
 
 
 def test_parse_checkpoints():
@@ -133,3 +141,33 @@ def test_host_blocks_split_a_call_and_repeat_the_last_item(monkeypatch):
   monkeypatch.setattr(jax, "process_index", lambda: 2)
   with pytest.raises(ValueError, match="2 items per call leave process 2 of 3 nothing"):
     sweep_lib._host_block(2)  # pylint: disable=protected-access
+
+
+def test_experiment_summary_pools_and_compares_perception_decay(tmp_path):
+  """Arms' chains (kept in memory by evaluate_model) pooled per arm and compared, paired."""
+  import ml_collections
+  rng = np.random.default_rng(0)
+  entries = {}
+  for arm, decay in (("a", 0.003), ("b", 0.0)):
+    for s in range(2):
+      item = np.repeat(np.arange(10), 4)
+      results = scaling.SweepResults(item, np.tile([0, 32], 20), np.tile([0, 0, 1, 1], 10),
+                                     rng.random(40) < 0.5, np.full(40, 30))
+      x = rng.uniform(10, 120, 40)
+      y = np.clip(0.95 - decay * x + rng.normal(0, 0.02, 40), 0, 1)
+      curve = scaling.scaling_curve(results, num_resamples=20, fixed_budget=32)
+      entries[f"{arm}_s{s}"] = {"curve": curve, "protocols": {"cap": curve},
+                                "results": {"cap": results}, "perception_chains": (item, x, y)}
+  config = ml_collections.ConfigDict({"seed": 0, "eval": {"num_resamples": 200,
+                                                          "fixed_budget": 32}})
+  summary = evaluate.experiment_summary(entries, {"a": ["a_s0", "a_s1"], "b": ["b_s0", "b_s1"]},
+                                        config)
+  pooled = summary["seeds"]["a"]["perception"]
+  assert pooled["num_chains"] == 80 and pooled["slope_ci"][1] < 0
+  c = summary["perception_comparisons"]["b_minus_a"]
+  assert c["decay_diff_ci"][0] > 0  # b decays less (truth: +30 points per 100 tokens)
+  # An arm with a model without claims is left out of the perception statistics.
+  entries["b_s1"]["perception_chains"] = None
+  summary = evaluate.experiment_summary(entries, {"a": ["a_s0", "a_s1"], "b": ["b_s0", "b_s1"]},
+                                        config)
+  assert "perception" not in summary["seeds"]["b"] and summary["perception_comparisons"] == {}
