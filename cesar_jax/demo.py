@@ -34,6 +34,12 @@ from cesar_jax.eval import evaluate
 from cesar_jax.rl import trainer
 
 
+def _ci(interval, spec: str) -> str:
+  """[low, high] formatted like its estimate; "[n/a]" when absent."""
+  if not interval or any(x is None for x in interval):
+    return "[n/a]"
+  return "[" + ", ".join(format(float(x), spec) for x in interval) + "]"
+
 
 def grpo_stages(config) -> dict[str, list[str]]:
   """{arm: [stage names, one per seed]} in the config's order."""
@@ -83,23 +89,23 @@ def run(config, workdir: str) -> None:
     print(f"\n[{protocol}]")
     for name, m in section["models"].items():
       acc = m["fixed_accuracy"]
-      print(f"{name:12s} P({fixed}) {acc:.1f} {m['fixed_ci']} = {acc / chance:.2f}x chance; "
-            f"slope {m['slope_per_token']:+.4f} pts/token {m['slope_ci']}; sweet spot "
-            f"{m['sweet_spot']} {m['sweet_spot_ci']}")
+      print(f"{name:12s} P({fixed}) {acc:.1f} {_ci(m['fixed_ci'], '.1f')} = {acc / chance:.2f}x chance; "
+            f"slope {m['slope_per_token']:+.4f} pts/token {_ci(m['slope_ci'], '+.4f')}; sweet spot "
+            f"{m['sweet_spot']} {_ci(m['sweet_spot_ci'], '.0f')}")
   for name, per in result.get("comparisons", {}).items():
     for protocol, c in per.items():
-      print(f"{name} [{protocol}]: slope {c['slope_diff']:+.4f} {c['slope_diff_ci']}, "
-            f"P({fixed}) {c['accuracy_diff']:+.1f} {c['accuracy_diff_ci']}")
+      print(f"{name} [{protocol}]: slope {c['slope_diff']:+.4f} {_ci(c['slope_diff_ci'], '+.4f')}, "
+            f"P({fixed}) {c['accuracy_diff']:+.1f} {_ci(c['accuracy_diff_ci'], '+.1f')}")
   for arm, s in result.get("seeds", {}).items():
     if (d := s.get("perception")):
-      print(f"perception {arm}: precision {d['mean_precision']:.1f} {d['mean_ci']}, decay "
-            f"{d['slope_per_100_tokens']:+.1f} pts/100 tokens {d['slope_ci']}")
+      print(f"perception {arm}: precision {d['mean_precision']:.1f} {_ci(d['mean_ci'], '.1f')}, decay "
+            f"{d['slope_per_100_tokens']:+.1f} pts/100 tokens {_ci(d['slope_ci'], '+.1f')}")
   for name, d in (result.get("perception_comparisons") or {}).items():
-    print(f"{name} [perception]: decay {d['decay_diff']:+.1f} {d['decay_diff_ci']}, precision "
-          f"{d['precision_diff']:+.1f} {d['precision_diff_ci']}")
+    print(f"{name} [perception]: decay {d['decay_diff']:+.1f} {_ci(d['decay_diff_ci'], '+.1f')}, precision "
+          f"{d['precision_diff']:+.1f} {_ci(d['precision_diff_ci'], '+.1f')}")
   for arm, comps in result.get("training", {}).items():
     total = comps.get("total")
     if total:
       print(f"training {arm}: reward/total {total['first']:.3f} -> {total['last']:.3f} "
-            f"(change {total['diff']:+.3f}, 95% CI {total['ci']})")
+            f"(change {total['diff']:+.3f}, 95% CI {_ci(total['ci'], '+.3f')})")
   print(f"\nreport: {root / 'report.md'}")

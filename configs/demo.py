@@ -24,8 +24,9 @@ budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus 
 GRPO alone from a saved SFT model (e.g. to try settings): copy a finished WORKDIR/sft into a
 new workdir and run the demo there; finished stages are restored, not retrained.
 
-Time at scale=1: 10 min 4 s and 11 min 0 s wall on the project's 2 cores shared with other
-jobs (load 5-8; docs/results.md has the stages and the results). scale=2 with three arms:
+Time at scale=1: 5 min 58 s wall on the project's 2 cores idle (`make demo`, load 0.3 before),
+10 min 4 s and 11 min 0 s shared with other jobs (load 5-8; docs/results.md has the stages
+and the results). scale=2 with three arms:
 ~26 min.
 
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
