@@ -8,9 +8,9 @@ their P slots; that cache becomes the shared prefix of B * G rows of `max_new_to
 (`decoder.share_prefix`): the G samples of a GRPO group share one prefill and one prompt cache,
 which every decode step reads once per group. The last-position logits are repeated G times.
 Decode selects the first token from those logits, then loops `model.decode_step` + selection
-in a `lax.while_loop` that stops when every row has finished or `controls.max_new_tokens` tokens were emitted. Every control (budgets,
-budget modes, the extend continuation, temperature, top-p, top-k, stop ids, max new tokens,
-the key) is a traced array.
+in a `lax.while_loop` that stops when every row has finished or `controls.max_new_tokens`
+tokens were emitted. Every control (budgets, budget modes, the extend continuation,
+temperature, top-p, top-k, stop ids, max new tokens, the key) is a traced array.
 
 The step-t token of row n uses the key `fold_in(key, t)`; each row draws from it by its index
 in the batch, and threefry is partitionable, so the result does not depend on the mesh.
