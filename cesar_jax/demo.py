@@ -31,14 +31,8 @@ from etils import epath
 from cesar_jax import config as config_lib
 from cesar_jax import sft
 from cesar_jax.eval import evaluate
+from cesar_jax.eval.report import format_ci
 from cesar_jax.rl import trainer
-
-
-def _ci(interval, spec: str) -> str:
-  """[low, high] formatted like its estimate; "[n/a]" when absent."""
-  if not interval or any(x is None for x in interval):
-    return "[n/a]"
-  return "[" + ", ".join(format(float(x), spec) for x in interval) + "]"
 
 
 def grpo_stages(config) -> dict[str, list[str]]:
@@ -89,23 +83,23 @@ def run(config, workdir: str) -> None:
     print(f"\n[{protocol}]")
     for name, m in section["models"].items():
       acc = m["fixed_accuracy"]
-      print(f"{name:12s} P({fixed}) {acc:.1f} {_ci(m['fixed_ci'], '.1f')} = {acc / chance:.2f}x chance; "
-            f"slope {m['slope_per_token']:+.4f} pts/token {_ci(m['slope_ci'], '+.4f')}; sweet spot "
-            f"{m['sweet_spot']} {_ci(m['sweet_spot_ci'], '.0f')}")
+      print(f"{name:12s} P({fixed}) {acc:.1f} {format_ci(m['fixed_ci'], 1)} = {acc / chance:.2f}x chance; "
+            f"slope {m['slope_per_token']:+.4f} pts/token {format_ci(m['slope_ci'], 4, True)}; sweet spot "
+            f"{m['sweet_spot']} {format_ci(m['sweet_spot_ci'], 0)}")
   for name, per in result.get("comparisons", {}).items():
     for protocol, c in per.items():
-      print(f"{name} [{protocol}]: slope {c['slope_diff']:+.4f} {_ci(c['slope_diff_ci'], '+.4f')}, "
-            f"P({fixed}) {c['accuracy_diff']:+.1f} {_ci(c['accuracy_diff_ci'], '+.1f')}")
+      print(f"{name} [{protocol}]: slope {c['slope_diff']:+.4f} {format_ci(c['slope_diff_ci'], 4, True)}, "
+            f"P({fixed}) {c['accuracy_diff']:+.1f} {format_ci(c['accuracy_diff_ci'], 1, True)}")
   for arm, s in result.get("seeds", {}).items():
     if (d := s.get("perception")):
-      print(f"perception {arm}: precision {d['mean_precision']:.1f} {_ci(d['mean_ci'], '.1f')}, decay "
-            f"{d['slope_per_100_tokens']:+.1f} pts/100 tokens {_ci(d['slope_ci'], '+.1f')}")
+      print(f"perception {arm}: precision {d['mean_precision']:.1f} {format_ci(d['mean_ci'], 1)}, decay "
+            f"{d['slope_per_100_tokens']:+.1f} pts/100 tokens {format_ci(d['slope_ci'], 1, True)}")
   for name, d in (result.get("perception_comparisons") or {}).items():
-    print(f"{name} [perception]: decay {d['decay_diff']:+.1f} {_ci(d['decay_diff_ci'], '+.1f')}, precision "
-          f"{d['precision_diff']:+.1f} {_ci(d['precision_diff_ci'], '+.1f')}")
+    print(f"{name} [perception]: decay {d['decay_diff']:+.1f} {format_ci(d['decay_diff_ci'], 1, True)}, precision "
+          f"{d['precision_diff']:+.1f} {format_ci(d['precision_diff_ci'], 1, True)}")
   for arm, comps in result.get("training", {}).items():
     total = comps.get("total")
     if total:
       print(f"training {arm}: reward/total {total['first']:.3f} -> {total['last']:.3f} "
-            f"(change {total['diff']:+.3f}, 95% CI {_ci(total['ci'], '+.3f')})")
+            f"(change {total['diff']:+.3f}, 95% CI {format_ci(total['ci'], 3, True)})")
   print(f"\nreport: {root / 'report.md'}")

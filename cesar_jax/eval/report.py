@@ -129,7 +129,8 @@ def _fmt(x: Any, digits: int = 2, signed: bool = False) -> str:
   return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _ci(ci: Any, digits: int = 2, signed: bool = False) -> str:
+def format_ci(ci: Any, digits: int = 2, signed: bool = False) -> str:
+  """[low, high] at `digits` decimals (signed: with a sign), "[n/a]" when absent."""
   if ci is None:
     return "[n/a]"
   return f"[{_fmt(ci[0], digits, signed)}, {_fmt(ci[1], digits, signed)}]"
@@ -159,12 +160,12 @@ def _curve_table(models: Mapping[str, Mapping[str, Any]], chance: float | None,
                else m["fixed_accuracy"] / chance)
       rate = (m["answer_rate"][list(m["budgets"]).index(fixed)]
               if m.get("answer_rate") and fixed in m["budgets"] else None)
-      row += (f" {_fmt(m.get('fixed_accuracy'), 1)} {_ci(m.get('fixed_ci'), 1)} | {_fmt(ratio)} |"
+      row += (f" {_fmt(m.get('fixed_accuracy'), 1)} {format_ci(m.get('fixed_ci'), 1)} | {_fmt(ratio)} |"
               f" {_fmt(rate, 1)}{'%' if rate is not None else ''} |")
     spot_ci = m.get("sweet_spot_ci") or [None, None]
     row += (f" {m['sweet_spot']} [{spot_ci[0]}, {spot_ci[1]}] | {_fmt(m['sweet_spot_accuracy'], 1)} | "
-            f"{_fmt(m['slope_per_token'], 4, True)} {_ci(m['slope_ci'], 4, True)} | "
-            f"{_fmt(m['slope_per_used_token'], 4, True)} {_ci(m.get('slope_used_ci'), 4, True)} | "
+            f"{_fmt(m['slope_per_token'], 4, True)} {format_ci(m['slope_ci'], 4, True)} | "
+            f"{_fmt(m['slope_per_used_token'], 4, True)} {format_ci(m.get('slope_used_ci'), 4, True)} | "
             f"{_fmt(m['mean_think_tokens'][-1], 1)} |")
     lines.append(row)
   return lines
@@ -189,9 +190,9 @@ def _experiment_md(report: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"| {arm} | {len(s['models'])} | "
             f"{', '.join(_fmt(v, 4, True) for v in p['slope_per_token'])} | "
-            f"{_fmt(pooled['slope_per_token'], 4, True)} {_ci(pooled['slope_ci'], 4, True)} | "
+            f"{_fmt(pooled['slope_per_token'], 4, True)} {format_ci(pooled['slope_ci'], 4, True)} | "
             f"{', '.join(_fmt(v, 1) for v in p['accuracy_at_fixed'])} | "
-            f"{_fmt(pooled.get('fixed_accuracy'), 1)} {_ci(pooled.get('fixed_ci'), 1)} | "
+            f"{_fmt(pooled.get('fixed_accuracy'), 1)} {format_ci(pooled.get('fixed_ci'), 1)} | "
             f"{pooled['sweet_spot']} [{spot[0]}, {spot[1]}] |")
       lines.append("")
   comparisons = report.get("comparisons") or {}
@@ -206,8 +207,8 @@ def _experiment_md(report: Mapping[str, Any]) -> list[str]:
     for name, per in comparisons.items():
       for protocol, c in per.items():
         lines.append(f"| {name} | {protocol} | {_fmt(c['slope_diff'], 4, True)} "
-                     f"{_ci(c['slope_diff_ci'], 4, True)} | {_fmt(c['accuracy_diff'], 1, True)} "
-                     f"{_ci(c['accuracy_diff_ci'], 1, True)} |")
+                     f"{format_ci(c['slope_diff_ci'], 4, True)} | {_fmt(c['accuracy_diff'], 1, True)} "
+                     f"{format_ci(c['accuracy_diff_ci'], 1, True)} |")
     lines.append("")
   training = report.get("training") or {}
   if training:
@@ -220,7 +221,7 @@ def _experiment_md(report: Mapping[str, Any]) -> list[str]:
     for arm, comps in training.items():
       for comp, t in comps.items():
         lines.append(f"| {arm} | {comp} | {_fmt(t['first'], 3)} | {_fmt(t['last'], 3)} | "
-                     f"{_fmt(t['diff'], 3, True)} {_ci(t['ci'], 3, True)} |")
+                     f"{_fmt(t['diff'], 3, True)} {format_ci(t['ci'], 3, True)} |")
     lines.append("")
   return lines
 
@@ -274,21 +275,21 @@ def _markdown(report: Mapping[str, Any]) -> str:
       d = p.get("decay") or {}
       lines.append(f"| {n} | {pct(p['precision'])} | {pct(p['recall'])} | "
                    f"{d.get('num_chains', '')} | {_fmt(d.get('slope_per_100_tokens'), 1, True)} "
-                   f"{_ci(d.get('slope_ci'), 1, True) if d else ''} |")
+                   f"{format_ci(d.get('slope_ci'), 1, True) if d else ''} |")
     arms = {a: s["perception"] for a, s in (report.get("seeds") or {}).items()
             if s.get("perception")}
     if arms:
       lines += ["", "| arm (seeds pooled) | mean precision (pts) [95% CI] | decay (pts / 100 "
                 "tokens) [95% CI] |", "|---|---|---|"]
-      lines += [f"| {a} | {_fmt(d['mean_precision'], 1)} {_ci(d['mean_ci'], 1)} | "
-                f"{_fmt(d['slope_per_100_tokens'], 1, True)} {_ci(d['slope_ci'], 1, True)} |"
+      lines += [f"| {a} | {_fmt(d['mean_precision'], 1)} {format_ci(d['mean_ci'], 1)} | "
+                f"{_fmt(d['slope_per_100_tokens'], 1, True)} {format_ci(d['slope_ci'], 1, True)} |"
                 for a, d in arms.items()]
     comps = report.get("perception_comparisons") or {}
     if comps:
       lines += ["", "| comparison | decay difference (pts / 100 tokens) [95% CI] | mean "
                 "precision difference (pts) [95% CI] |", "|---|---|---|"]
-      lines += [f"| {c} | {_fmt(d['decay_diff'], 1, True)} {_ci(d['decay_diff_ci'], 1, True)} | "
-                f"{_fmt(d['precision_diff'], 1, True)} {_ci(d['precision_diff_ci'], 1, True)} |"
+      lines += [f"| {c} | {_fmt(d['decay_diff'], 1, True)} {format_ci(d['decay_diff_ci'], 1, True)} | "
+                f"{_fmt(d['precision_diff'], 1, True)} {format_ci(d['precision_diff_ci'], 1, True)} |"
                 for c, d in comps.items()]
     lines += ["", f"![perception vs think length]({figures['perception']})", ""]
   if "natural_overthinking" in figures:
