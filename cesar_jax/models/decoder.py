@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cesar_jax.models.audio_encoder import INIT_STD, dense, param_meta
+from cesar_jax.models.audio_encoder import INIT_STD, dense, flat_tokens, param_meta
 from cesar_jax.models import remat as remat_lib
 from cesar_jax.models.config import DecoderConfig
 from cesar_jax.parallel.mesh import constrain
@@ -321,11 +321,15 @@ class Decoder(nnx.Module):
   def logits(self, hidden: jax.Array) -> jax.Array:
     """[..., E] (final-normed) -> f32[..., V]; the product accumulates in float32."""
     h = hidden.astype(self.dtype)
+    if flat_tokens():  # see audio_encoder.Dense
+      h = h.reshape(-1, h.shape[-1])
     if self.lm_head is None:
       table = self.embed_tokens.embedding[...].astype(self.dtype)
-      return jnp.einsum("...e,ve->...v", h, table, preferred_element_type=jnp.float32)
-    kernel = self.lm_head.kernel[...].astype(self.dtype)
-    return jnp.einsum("...e,ev->...v", h, kernel, preferred_element_type=jnp.float32)
+      out = jnp.einsum("...e,ve->...v", h, table, preferred_element_type=jnp.float32)
+    else:
+      kernel = self.lm_head.kernel[...].astype(self.dtype)
+      out = jnp.einsum("...e,ev->...v", h, kernel, preferred_element_type=jnp.float32)
+    return out.reshape(*hidden.shape[:-1], out.shape[-1])
 
   def _rope(self, positions):
     return rope_tables(positions, self.config.kv_head_dim, self.config.rope_theta, self.dtype)

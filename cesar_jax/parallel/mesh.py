@@ -209,6 +209,14 @@ def constrain(x: jax.Array, names: Sequence[str | None], rules=LOGICAL_RULES) ->
   return jax.lax.with_sharding_constraint(x, logical_to_spec(names, x.shape, mesh, rules))
 
 
+def target_platform() -> str:
+  """The platform the program being traced runs on: the `jax.set_mesh` context's devices
+  ("tpu" in a compile check for TPU, though this host is a CPU), else the default backend."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else mesh.abstract_device
+  return device.platform if device is not None else jax.default_backend()
+
+
 def put_sharded(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """A global array from the WHOLE array (every host holds all of it), each process
   materialising only its own shards (parameters; batches use `host_to_global`)."""

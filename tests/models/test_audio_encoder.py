@@ -85,3 +85,29 @@ def test_bad_feature_shapes_are_errors(encoder):
     encoder(jnp.zeros((1, 16, 9)), jnp.ones((1, 9)))
   with pytest.raises(ValueError, match=f"has {SPEC.feature_frames + 2} frames.*<= 2 \\* max_source_positions = {SPEC.feature_frames}"):
     encoder(jnp.zeros((1, 16, SPEC.feature_frames + 2)), jnp.ones((1, SPEC.feature_frames + 2)))
+
+
+@pytest.mark.parametrize("platform", ["cpu", "tpu"])
+def test_dense_matches_nnx_linear_on_either_path(monkeypatch, platform):
+  """`Dense` flattens the tokens to 2-D on CPU only; values and gradients are nnx.Linear's."""
+  import jax  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(audio_encoder, "target_platform", lambda: platform)
+  kw = dict(use_bias=True, rngs=nnx.Rngs(0))
+  dense = audio_encoder.dense(7, 5, ("embed", "mlp"), dtype=jnp.float32,
+                              param_dtype=jnp.float32, **kw)
+  linear = nnx.Linear(7, 5, **kw)
+  nnx.update(linear, nnx.state(dense))
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 7)), jnp.float32)
+
+  def loss(module, x):
+    return jnp.sum(jnp.sin(module(x)))
+
+  values = [nnx.value_and_grad(loss, argnums=(0, 1))(m, x) for m in (dense, linear)]
+  (v_dense, (g_dense, gx_dense)), (v_linear, (g_linear, gx_linear)) = values
+  np.testing.assert_allclose(v_dense, v_linear, rtol=1e-6)
+  np.testing.assert_allclose(gx_dense, gx_linear, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(g_dense["kernel"][...], g_linear["kernel"][...], rtol=1e-6,
+                             atol=1e-7)
+  jaxpr = str(jax.make_jaxpr(lambda x: dense(x))(x))
+  dot_out = "f32[6,5] = dot_general" if platform == "cpu" else "f32[2,3,5] = dot_general"
+  assert dot_out in jaxpr, jaxpr

@@ -126,3 +126,18 @@ def test_shared_prefix_cache_shards_head_dim_when_kv_heads_do_not_divide():
   with jax.set_mesh(mesh):
     out = run(sharded, jax.device_put(cache, sh))
   np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_target_platform_follows_the_mesh_context(mesh):
+  """Without a mesh: the default backend; under `jax.set_mesh`: the mesh's devices (a compile
+  check for TPU traces under a mesh of abstract TPU devices on this CPU host)."""
+  assert mesh_lib.target_platform() == jax.default_backend() == "cpu"
+  with jax.set_mesh(mesh):
+    assert mesh_lib.target_platform() == "cpu"
+  from cesar_jax import platforms  # pylint: disable=g-import-not-at-top
+  if not platforms.libtpu_installed():
+    pytest.skip("the TPU half needs libtpu: pip install -e '.[tpu]'")
+  from cesar_jax import compile_check  # pylint: disable=g-import-not-at-top
+  tpu_mesh = compile_check.make_mesh((1, -1, 1), compile_check.topology_devices("v5e:2x2"))
+  with jax.set_mesh(tpu_mesh):
+    assert mesh_lib.target_platform() == "tpu"
