@@ -26,8 +26,8 @@ new workdir and run the demo there; finished stages are restored, not retrained.
 
 Time at scale=1: 5 min 58 s wall on the project's 2 cores idle (`make demo`, load 0.3 before),
 10 min 4 s and 11 min 0 s shared with other jobs (load 5-8; docs/results.md has the stages
-and the results). scale=2 with three arms:
-~26 min.
+and the results). scale=2, three arms x 3 seeds: 39 min at load 6-8
+(`configs/demo.py:scale=2,seeds=3,arms=outcome,cesar,mpar2`).
 
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
 seeds per arm; `arms=outcome,cesar` (any presets `cesar_jax.rewards.PRESETS` knows; `+` also
