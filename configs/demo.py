@@ -37,7 +37,7 @@ tests (few steps, items, budgets).
 
 Hyperparameters and why (docs/results.md has what the final run did):
 * SFT: 300 steps x 16 traces, lr 3e-3 (the tiny model needs ~300 steps to count to 5).
-* GRPO: 100 steps x 8 prompts x G = 8 samples (800 prompts, 6,400 completions per run),
+* GRPO: 150 steps x 8 prompts x G = 8 samples (1,200 prompts, 9,600 completions per run),
   lr 5e-4 (Adam, 3 warmup steps, cosine to 0), one update per batch (mu 1), no KL (beta 0, as
   R1-AQA/CESAR's TRL defaults), clip 0.2, temperature 1, max 64 new tokens, no think budget
   during training (the rewarded completions are the policy's own: budget_forced_frac 0).
@@ -56,10 +56,18 @@ Hyperparameters and why (docs/results.md has what the final run did):
     lr 5e-4, 80 steps: outcome s0 +0.071 [+0.017, +0.126], s1 +0.100 [+0.040, +0.167];
                        cesar s0 +0.139 [-0.032, +0.313], s1 +0.501 [+0.137, +0.862]
     lr 5e-4, 100 steps: cesar s0 +0.646 [+0.355, +0.973] (accuracy 0.74 -> 0.85)
+    After the CPU `Dense` change (same values, another float summation order in the backward,
+    so other trajectories: the SFT model itself differs in its last digits), both arms and
+    seeds, reward/total change, arm [95% CI] (seeds):
+      lr 5e-4, 100 steps: outcome +0.050 [-0.012, +0.111] (-0.036, +0.124), cesar +0.431
+                          [+0.201, +0.683]: the outcome arm no longer moves measurably
+      lr 5e-4, 150 steps: outcome +0.136 [+0.083, +0.187] (+0.049, +0.222), cesar +0.646
+                          [+0.424, +0.861] (+0.736, +0.556): both arms move; the default
   Why: at lr 1e-3 the policy collapses (on 5-beep clips it starts hearing 6-7 beeps; training
   accuracy 0.8 -> 0.02 in 4 steps); at lr <= 5e-4 40 steps are too few to move it beyond the
-  step-to-step noise of the batch means (the fifths are 8 steps); 100 steps at 5e-4 move it
-  up with room (fifths of 20 steps). The signal is there: over these trials 15-25% of groups
+  step-to-step noise of the batch means (the fifths are 8 steps); 100 steps at 5e-4 moved it
+  up before the Dense change but only barely after it, 150 do (fifths of 30 steps): one
+  arm's rise at 100 steps hung on float rounding. The signal is there: over these trials 15-25% of groups
   are all correct, 0.3-3% all wrong, 12-24% have zero advantage (all rewards equal); within
   groups the outcome reward's variance (0.30-0.39) is accuracy 0.12-0.15 and format 0.07-0.10
   (the rest their covariance), CESAR's (~6.3) mostly accuracy (25 x 0.12) and keywords (0.3).
@@ -91,7 +99,7 @@ ARCH_PRESETS = {"qwen2_audio": "tiny", "omni": "tiny_omni"}
 BUDGETS = (0, 16, 32, 48, 64, 96, 128)
 FIXED_BUDGET = 64
 CONTINUATION = " Wait, let me listen again."
-GRPO_STEPS = 100  # per unit of scale
+GRPO_STEPS = 150  # per unit of scale
 GRPO_LR = 5e-4
 DIAGNOSTICS = ("think_concepts", "keyword_density")
 
