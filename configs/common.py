@@ -144,6 +144,9 @@ def base(*, job: str = "grpo", steps: int = 100, reward_preset: str = "cesar",
   config.rewards = rewards.default_config(reward_preset)
   config.grpo = grpo()
   config.optim = optimizer(steps)
+  # The schedule's length IS the run's: `--config.steps=N` moves both (a FieldReference; an
+  # override of one alone left the cosine at its old length, the lr 0 past it).
+  config.optim.total_steps = config.get_ref("steps")
   config.sft = sft()
   config.lora = lora.default_config()  # rank 0: full fine-tuning; > 0: only adapters train
   config.compile_check = compile_check()

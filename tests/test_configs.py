@@ -66,6 +66,17 @@ def test_overrides_keep_types_and_unknown_keys_error():
     config.sampling.num_sample = 3
 
 
+def test_a_steps_override_moves_the_learning_rate_schedule_with_it():
+  """`--config.steps=N` on the command line: the cosine must end at N, not at the file's
+  step count (it did, and the lr was 0 past it)."""
+  config = _load("smoke")
+  config.steps = 37  # what the `--config.steps=37` flag does to the loaded config
+  assert config.steps == 37 and config.optim.total_steps == 37
+  schedule = optim.learning_rate_schedule(config.optim)
+  assert float(schedule(30)) > 0.0 and float(schedule(37)) == pytest.approx(
+      config.optim.lr * config.optim.end_lr_ratio)
+
+
 def test_arg_values_land_where_they_should():
   config = _load("smoke", "job=sft,steps=3,sft_steps=9,init_from=/tmp/x")
   assert (config.job, config.steps, config.sft.steps, config.init_from) == ("sft", 3, 9, "/tmp/x")
