@@ -56,13 +56,15 @@ Hyperparameters and why (docs/results.md has what the final run did):
     lr 5e-4, 80 steps: outcome s0 +0.071 [+0.017, +0.126], s1 +0.100 [+0.040, +0.167];
                        cesar s0 +0.139 [-0.032, +0.313], s1 +0.501 [+0.137, +0.862]
     lr 5e-4, 100 steps: cesar s0 +0.646 [+0.355, +0.973] (accuracy 0.74 -> 0.85)
-    After the CPU `Dense` change (same values, another float summation order in the backward,
-    so other trajectories: the SFT model itself differs in its last digits), both arms and
-    seeds, reward/total change, arm [95% CI] (seeds):
-      lr 5e-4, 100 steps: outcome +0.050 [-0.012, +0.111] (-0.036, +0.124), cesar +0.431
-                          [+0.201, +0.683]: the outcome arm no longer moves measurably
-      lr 5e-4, 150 steps: outcome +0.136 [+0.083, +0.187] (+0.049, +0.222), cesar +0.646
-                          [+0.424, +0.861] (+0.736, +0.556): both arms move; the default
+    After the CPU `Dense` change (same forward values, another float summation order in the
+    backward, so other trajectories: the SFT model itself differs in its last digits), both
+    seeds, reward/total change, arm [95% CI] (seed 0 / seed 1 on their own):
+      lr 5e-4, 100 steps: outcome +0.050 [-0.012, +0.111] (-0.037 [-0.119, +0.058] / +0.137
+                          [+0.054, +0.223]); cesar +0.431 [+0.201, +0.683]: the outcome arm
+                          no longer moves measurably, its seed 0 not at all
+      lr 5e-4, 150 steps: outcome +0.228 [+0.175, +0.282] (+0.118 [+0.042, +0.185] / +0.339
+                          [+0.249, +0.421]); cesar +0.898 [+0.689, +1.107] (+1.194 / +0.601):
+                          every arm and seed moves; the default
   Why: at lr 1e-3 the policy collapses (on 5-beep clips it starts hearing 6-7 beeps; training
   accuracy 0.8 -> 0.02 in 4 steps); at lr <= 5e-4 40 steps are too few to move it beyond the
   step-to-step noise of the batch means (the fifths are 8 steps); 100 steps at 5e-4 moved it
