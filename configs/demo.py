@@ -24,9 +24,9 @@ budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus 
 GRPO alone from a saved SFT model (e.g. to try settings): copy a finished WORKDIR/sft into a
 new workdir and run the demo there; finished stages are restored, not retrained.
 
-Time at scale=1: 5 min 58 s wall on the project's 2 cores idle (`make demo`, load 0.3 before),
-10 min 4 s and 11 min 0 s shared with other jobs (load 5-8; docs/results.md has the stages
-and the results). scale=2, three arms x 3 seeds: 39 min at load 6-8
+Time at scale=1: 8 min 0 s wall on the project's 2 cores (`make demo`, load 2.9 before and 1.5
+after, a short test run beside it for 2 min; docs/results.md has the stages and the results);
+with the previous 100 GRPO steps it was 5 min 58 s idle. scale=2, three arms x 3 seeds: 39 min at load 6-8
 (`configs/demo.py:scale=2,seeds=3,arms=outcome,cesar,mpar2`).
 
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
