@@ -129,7 +129,7 @@ def compute_copy(params: Any, dtype: Any) -> tuple[Any, int]:
   copied = [0]
 
   def cast(x):
-    if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype:
+    if train_lib.is_cast(x, dtype):
       copied[0] += device_bytes(x)
       return _sds(x.shape, dtype, x.sharding)
     return x

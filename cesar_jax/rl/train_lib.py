@@ -454,14 +454,19 @@ def start_policy(config: ml_collections.ConfigDict, workdir: str):
   return mesh, tokenizer, graphdef, params, model.config
 
 
+def is_cast(x: Any, dtype: Any) -> bool:
+  """Whether `cast_params` copies this leaf (array or ShapeDtypeStruct): floating, in another
+  dtype than the compute `dtype`."""
+  return jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != jnp.dtype(dtype)
+
+
 def cast_params(params: Any, dtype: Any, shardings: Any) -> Any:
   """The compute-dtype view of master parameters, on the same shardings: floating leaves in
   another dtype are cast (one jitted copy); every other leaf IS the master array, so a frozen
   base already in the compute dtype (LoRA) is never copied."""
   dtype = jnp.dtype(dtype)
   leaves, treedef = jax.tree.flatten(params)
-  cast = [i for i, x in enumerate(leaves)
-          if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != dtype]
+  cast = [i for i, x in enumerate(leaves) if is_cast(x, dtype)]
   if not cast:
     return params
   targets = treedef.flatten_up_to(shardings)
