@@ -125,17 +125,17 @@ def _cache_slots(sampler: sampler_lib.Sampler, params, prompts, num_samples: int
                  text: model_config.DecoderConfig) -> tuple[int, int, int]:
   """(attended slots per row, stored (row, slot) pairs per layer, KV element bytes) of the cache
   the sampler's prefill builds for these prompts, from its lowered output shapes (nothing runs).
-  K and V are the `KVCache`'s own arrays [rows, H_kv, slots, D] per layer plus its shared
-  prompt part (`cache.prefix`, [prompts, H_kv, P, D]: a prompt's slots stored once per group)."""
+  K and V are the `KVCache`'s own arrays [L, rows, H_kv, slots, D] plus its shared prompt
+  part (`cache.prefix`, [L, prompts, H_kv, P, D]: a prompt's slots stored once per group)."""
   cfg = sampler.config
   batch = batching.make_batch(prompts, buckets=cfg.prompt_buckets, pad_id=cfg.pad_id,
                               frame_buckets=cfg.frame_buckets)
   controls = sampler.controls(batch.batch_size * num_samples)
   prefill, _ = sampler.lower(params, batch, controls, num_samples=num_samples)
   _, cache = prefill.out_info  # (logits, cache) of ShapeDtypeStructs
-  kv = list(cache.k) + list(cache.v)
+  kv = [cache.k, cache.v]
   if cache.prefix is not None:
-    kv += list(cache.prefix.k) + list(cache.prefix.v)
+    kv += [cache.prefix.k, cache.prefix.v]
   per_slot = 2 * text.num_hidden_layers * text.num_key_value_heads * text.kv_head_dim
   elements = sum(math.prod(x.shape) for x in kv)
   if elements % per_slot:

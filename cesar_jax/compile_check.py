@@ -18,11 +18,19 @@ and prints a table. Per device (= per chip on v5e / v6e / v5p): `peak_bytes` = a
 output - alias + temp (what the program needs while it runs, as MaxText's train_compile
 reports); `resident_bytes` = train-state arrays that stay in HBM during the program without
 being its arguments (the optimizer state and the reference params while the sampler runs); a
-program fits when peak + resident <= HBM. XLA's cost analysis counts a loop body once, so
-`flops` and `bytes_accessed` are per iteration of the program's outer loop and `roofline_s` =
-`repeats` x max(flops / chip peak, bytes / HBM bandwidth) (chips table: parallel/chips.py),
-with repeats = max_new_tokens for the decode loop, grad_accum_steps x mu for the GRPO update,
-grad_accum_steps for the SFT step. A roofline time is a lower bound (no collectives).
+program fits when peak + resident <= HBM. `flops` and `bytes_accessed` are per iteration of
+the program's outer loop and `roofline_s` = `repeats` x max(flops / chip peak, bytes / HBM
+bandwidth) (chips table: parallel/chips.py), with repeats = max_new_tokens for the decode
+loop, grad_accum_steps x mu for the GRPO update, grad_accum_steps for the SFT step. A roofline
+time is a lower bound (no collectives).
+
+Depth. The layers run under `jax.lax.scan` (models/stack.py), so the full-depth program
+compiles in about the time of a 2-layer one, and its memory figures are the real program's.
+XLA's cost analysis counts a loop body once, though, so a scanned stack counts as one layer:
+`layer_costs` compiles each program twice more, with two layers per loop iteration in one
+stack (`stack.unrolled(2, ...)`), and counts every layer from the difference
+(`cost_compile_s`). `compile_check.costs=False` skips those compiles: memory only, flops,
+bytes and roofline None.
 
 Shapes are the config's worst case: B = data.batch_size prompts of the largest prompt bucket,
 G = sampling.num_samples, M = sampling.max_new_tokens, data.chunk_seconds of audio (100 mel
@@ -32,10 +40,8 @@ Model shape: as the run's (`init_from` a HF directory: its config.json; a run wo
 model_config.json; random init: the config's model section, with the tokenizer's vocabulary
 unless the preset's is larger, i.e. the real checkpoint's size). `compile_check.remat` and
 `compile_check.logits_chunk` override the model's remat policy and the updates' log-prob chunk,
-to measure each memory measure on and off. `compile_check.depth_probe=(l1, l2)` compiles at
-two depths and extrapolates linearly to the real one (unrolled 7B programs take minutes each to
-compile on a small CPU; see `check`). A program the TPU compiler refuses for lack of HBM is
-reported as not fitting, with the temporaries it asked for (`out_of_memory`).
+to measure each memory measure on and off. A program the TPU compiler refuses for lack of HBM
+is reported as not fitting, with the temporaries it asked for (`out_of_memory`).
 """
 
 from __future__ import annotations
@@ -64,8 +70,11 @@ from jax.sharding import Mesh  # noqa: E402
 
 from cesar_jax import lora as lora_lib  # noqa: E402
 from cesar_jax import model_store  # noqa: E402
+from cesar_jax.models.audio_encoder import EncoderLayer  # noqa: E402
 from cesar_jax.models.audio_lm import AudioLM  # noqa: E402
+from cesar_jax.models.decoder import DecoderLayer  # noqa: E402
 from cesar_jax.models import config as model_config_lib  # noqa: E402
+from cesar_jax.models import stack  # noqa: E402
 from cesar_jax.parallel import chips as chips_lib  # noqa: E402
 from cesar_jax.parallel import mesh as mesh_lib  # noqa: E402
 from cesar_jax.rl import optim  # noqa: E402
@@ -151,15 +160,9 @@ def device_bytes(tree: Any) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def model_config(config: ml_collections.ConfigDict, tokenizer,
-                 depth: int | None = None) -> model_config_lib.AudioLMConfig:
-  """The model shape the run would have (see the module docstring); `depth` decoder layers
-  (and the encoder's in proportion) instead of the real number, for the depth probe."""
-  cfg = _run_model_config(config, tokenizer)
-  if depth is None:
-    return cfg
-  ratio = cfg.audio.encoder_layers / cfg.text.num_hidden_layers
-  return cfg.replace(num_hidden_layers=depth, encoder_layers=max(1, round(depth * ratio)))
+def model_config(config: ml_collections.ConfigDict, tokenizer) -> model_config_lib.AudioLMConfig:
+  """The model shape the run would have (see the module docstring)."""
+  return _run_model_config(config, tokenizer)
 
 
 def _run_model_config(config, tokenizer) -> model_config_lib.AudioLMConfig:
@@ -224,7 +227,7 @@ def _step_config(config, chunk: int) -> train_step.StepConfig:
 
 
 def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
-                   names=PROGRAMS, depth: int | None = None) -> dict[str, dict[str, Any]]:
+                   names=PROGRAMS) -> dict[str, dict[str, Any]]:
   """{name: {"lowered", "repeats", "resident"}} for the programs named. Lowered under
   `jax.set_mesh(mesh)` when `config.compile_check.activation_constraints` (as the jobs run)."""
   from cesar_jax import sft  # pylint: disable=g-import-not-at-top
@@ -232,7 +235,7 @@ def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
   unknown = sorted(set(names) - set(PROGRAMS))
   if unknown:
     raise ValueError(f"config.compile_check.programs: unknown {unknown}; known: {PROGRAMS}")
-  cfg = model_config(config, tokenizer, depth)
+  cfg = model_config(config, tokenizer)
   tx = optim.make_optimizer(config.optim)
   graphdef, state, shardings = abstract_train_state(cfg, tx, mesh, config.get("lora"))
   step = _step_config(config, int(config.compile_check.logits_chunk))
@@ -299,16 +302,23 @@ def lower_programs(config: ml_collections.ConfigDict, mesh: Mesh, tokenizer,
 # ---------------------------------------------------------------------------------------------
 
 
+def cost(compiled) -> tuple[float, float]:
+  """(flops, bytes accessed) per device of a compiled program, by XLA's cost analysis (a loop
+  body counted once)."""
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return float(analysis.get("flops", 0.0)), float(analysis.get("bytes accessed", 0.0))
+
+
 def analyse(compiled, chip: chips_lib.ChipSpec, *, repeats: int, resident: int,
             budget: int, devices_per_chip: int = 1) -> dict[str, Any]:
-  """The per-device figures of one compiled program (see the module docstring)."""
+  """The per-device figures of one compiled program (see the module docstring), its flops and
+  bytes by its own cost analysis (for a scanned stack, one layer's: `check` replaces them)."""
   mem = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
   alias, temp = int(mem.alias_size_in_bytes), int(mem.temp_size_in_bytes)
   peak = arg + out - alias + temp
-  flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+  flops, nbytes = cost(compiled)
   return {
       "argument_bytes": arg, "output_bytes": out, "alias_bytes": alias, "temp_bytes": temp,
       "peak_bytes": peak, "resident_bytes": int(resident), "flops": flops,
@@ -334,72 +344,37 @@ def out_of_memory(message: str, *, repeats: int, resident: int) -> dict[str, Any
           "fits": False, "error": message.strip().splitlines()[0][:500]}
 
 
-def _compile(config, mesh, tokenizer, chip, budget: int, per_chip: int,
-             depth: int | None = None, on_program=None) -> dict[str, dict[str, Any]]:
-  programs = {}
-  names = tuple(config.compile_check.programs)
-  lowered = lower_programs(config, mesh, tokenizer, names, depth)
-  for name, item in lowered.items():
-    start = time.perf_counter()
-    try:
-      compiled = item["lowered"].compile()
-    except jax.errors.JaxRuntimeError as e:
-      if "RESOURCE_EXHAUSTED" not in str(e):
-        raise
-      programs[name] = out_of_memory(str(e), repeats=item["repeats"],
-                                     resident=item["resident"])
-    else:
-      programs[name] = analyse(compiled, chip, repeats=item["repeats"],
-                               resident=item["resident"], budget=budget,
-                               devices_per_chip=per_chip)
-    seconds = time.perf_counter() - start
-    programs[name]["compile_s"] = round(seconds, 2)
-    logging.info("compiled %s for %s (%s layers) in %.1f s", name, config.compile_check.topology,
-                 "all" if depth is None else depth, seconds)
-    if on_program is not None:
-      on_program(depth, dict(programs))
-  return programs
+def layer_costs(config, mesh, tokenizer, scanned: Mapping[str, tuple[float, float]]
+                ) -> tuple[dict[str, tuple[float, float]], float]:
+  """({program: (flops, bytes accessed)} with every layer counted, compile seconds they took).
 
-
-_LINEAR = ("argument_bytes", "output_bytes", "alias_bytes", "temp_bytes", "resident_bytes",
-           "flops", "bytes_accessed")
-
-
-def extrapolate(low: Mapping[str, Any], high: Mapping[str, Any], layers: tuple[int, int],
-                depth: int, chip: chips_lib.ChipSpec, budget: int,
-                per_chip: int = 1) -> dict[str, Any]:
-  """One program's figures at `depth` layers, linear in depth from its figures at two depths.
-
-  Per-layer parameters, optimizer moments, gradients, saved (remat) layer inputs and per-layer
-  flops are linear in depth; the rest (embeddings, LM head, the logits chunks) is constant.
+  `scanned`: the programs' own costs, c = the work outside the loops + one decoder layer + one
+  encoder layer. Compiled with two layers per iteration of one stack (`stack.unrolled(2,
+  DecoderLayer)`, likewise the encoder), a program counts that stack's layer 2 + (L mod 2)
+  times (an odd remainder runs after the loop); the difference is one layer, so at (D, E)
+  layers it costs c + (D - 1) layer_D + (E - 1) layer_E.
   """
-  l1, l2 = layers
-  if "error" in low or "error" in high:  # refused by the compiler at a probe depth: no fit
-    return dict(high if "error" in high else low, fits=False, extrapolated=True)
-  t = (depth - l1) / (l2 - l1)
-  out = {k: low[k] + (high[k] - low[k]) * t for k in _LINEAR}
-  for k in _LINEAR:
-    if k.endswith("_bytes"):
-      out[k] = int(round(out[k]))
-  out["peak_bytes"] = (out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"]
-                       + out["temp_bytes"])
-  out["repeats"] = low["repeats"]
-  out["roofline_s"] = out["repeats"] * chip.roofline_s(out["flops"], out["bytes_accessed"],
-                                                       per_chip)
-  out["fits"] = out["peak_bytes"] + out["resident_bytes"] <= budget
-  out["compile_s"] = round(low["compile_s"] + high["compile_s"], 2)
-  out["extrapolated"] = True
-  return out
+  cfg = model_config(config, tokenizer)
+  stacks = ((DecoderLayer, cfg.text.num_hidden_layers), (EncoderLayer, cfg.audio.encoder_layers))
+  total = {name: np.array(c, float) for name, c in scanned.items()}
+  start = time.perf_counter()
+  for layer_type, depth in stacks:
+    with stack.unrolled(2, layer_type):
+      lowered = lower_programs(config, mesh, tokenizer, tuple(scanned))
+    for name, item in lowered.items():
+      doubled = np.array(cost(item["lowered"].compile()), float)
+      one_layer = (doubled - np.array(scanned[name], float)) / (1 + depth % 2)
+      total[name] += (depth - 1) * one_layer
+  return ({name: (float(c[0]), float(c[1])) for name, c in total.items()},
+          time.perf_counter() - start)
 
 
 def check(config: ml_collections.ConfigDict, on_update=None) -> dict[str, Any]:
   """Compiles the configured programs for `config.compile_check.topology`; the report dict.
 
-  With `compile_check.depth_probe = (l1, l2)` the programs are compiled with l1 and l2 decoder
-  layers (the encoder's in proportion) and every figure is extrapolated linearly to the real
-  depth (compile time of an unrolled 7B program: minutes per program on 2 cores), each program
-  marked `"extrapolated": true`, the probe figures kept under `depth_probe`. `on_update(report)`
-  is called after each compiled program (the job writes the JSON each time).
+  Every program is compiled at the run's full depth (memory, `compile_s`), then its flops and
+  bytes come from `layer_costs`. `on_update(report)` is called after each compiled program and
+  at the end (the job writes the JSON each time).
   """
   section = config.compile_check
   topology = str(section.topology)
@@ -411,43 +386,44 @@ def check(config: ml_collections.ConfigDict, on_update=None) -> dict[str, Any]:
   mesh = make_mesh(tuple(int(s) for s in config.mesh.shape), devices)
   tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
   cfg = model_config(config, tokenizer)
-  depth = cfg.text.num_hidden_layers
+  names = tuple(section.programs)
   report: dict[str, Any] = {
       "topology": topology, "chips": len(devices) // per_chip, "hbm_per_chip_bytes": hbm,
       "devices_per_chip": per_chip, "mesh": dict(mesh.shape), "chip": chip.name,
       "chip_source": chip.source,
       "model": {"remat": cfg.remat, "dtype": cfg.dtype, "param_dtype": cfg.param_dtype,
-                "decoder_layers": depth, "encoder_layers": cfg.audio.encoder_layers},
+                "decoder_layers": cfg.text.num_hidden_layers,
+                "encoder_layers": cfg.audio.encoder_layers},
       "logits_chunk": _step_config(config, int(section.logits_chunk)).logits_chunk,
       "programs": {}, "fits": None,
   }
-
-  def update(probe_depth, programs):
-    if probe_depth is None:
-      report["programs"] = programs
+  programs, scanned = report["programs"], {}  # the compiled programs' own costs
+  for name, item in lower_programs(config, mesh, tokenizer, names).items():
+    start = time.perf_counter()
+    try:
+      executable = item["lowered"].compile()
+    except jax.errors.JaxRuntimeError as e:
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      programs[name] = out_of_memory(str(e), repeats=item["repeats"], resident=item["resident"])
     else:
-      report.setdefault("depth_probe", {"layers": list(probe), "to": depth, "programs": {}})
-      report["depth_probe"]["programs"][str(probe_depth)] = programs
+      scanned[name] = cost(executable)
+      programs[name] = analyse(executable, chip, repeats=item["repeats"],
+                               resident=item["resident"], budget=budget,
+                               devices_per_chip=per_chip)
+      programs[name].update(flops=None, bytes_accessed=None, roofline_s=None)  # layer_costs
+      del executable  # not held through the next compile
+    programs[name]["compile_s"] = round(time.perf_counter() - start, 2)
+    logging.info("compiled %s for %s in %.1f s", name, topology, programs[name]["compile_s"])
     if on_update is not None:
       on_update(report)
-
-  probe = tuple(int(x) for x in section.depth_probe)
-  if not probe:
-    report["programs"] = _compile(config, mesh, tokenizer, chip, budget, per_chip, None, update)
-  else:
-    if len(probe) == 1 and probe[0] >= 1:  # one depth only: its figures, not extrapolated
-      report["programs"] = _compile(config, mesh, tokenizer, chip, budget, per_chip, probe[0],
-                                    update)
-      report["model"]["compiled_layers"] = probe[0]
-      report["fits"] = all(p["fits"] for p in report["programs"].values())
-      return report
-    if len(probe) != 2 or not 1 <= probe[0] < probe[1]:
-      raise ValueError(f"config.compile_check.depth_probe={probe}: need two layer counts "
-                       "1 <= l1 < l2, one (that depth only), or () for the real depth")
-    runs = [_compile(config, mesh, tokenizer, chip, budget, per_chip, d, update) for d in probe]
-    report["programs"] = {name: extrapolate(runs[0][name], runs[1][name], probe, depth, chip,
-                                            budget, per_chip) for name in runs[0]}
-  report["fits"] = all(p["fits"] for p in report["programs"].values())
+  costs, seconds = (layer_costs(config, mesh, tokenizer, scanned) if section.costs and scanned
+                    else ({}, 0.0))
+  for name, (flops, nbytes) in costs.items():
+    p = programs[name]
+    p.update(flops=flops, bytes_accessed=nbytes, cost_compile_s=round(seconds, 2),
+             roofline_s=p["repeats"] * chip.roofline_s(flops, nbytes, per_chip))
+  report["fits"] = all(p["fits"] for p in programs.values())
   if on_update is not None:
     on_update(report)
   return report
@@ -467,11 +443,11 @@ def format_table(report: Mapping[str, Any]) -> str:
         f"{name:16s} {gib(p['argument_bytes'])} {gib(p['output_bytes'])} {gib(p['alias_bytes'])} "
         f"{gib(p['temp_bytes'])} {gib(p['peak_bytes'])} "
         f"{gib(p['peak_bytes'] + p['resident_bytes'])} {str(p['fits']):>5s} "
-        f"{p['flops'] / 1e12:9.3f} {p['bytes_accessed'] / 1e9:8.2f} {p['repeats']:4d} "
+        + (f"{p['flops'] / 1e12:9.3f} {p['bytes_accessed'] / 1e9:8.2f} " if p["flops"] is not None
+           else f"{'-':>9s} {'-':>8s} ") + f"{p['repeats']:4d} "
         + ("(refused: out of HBM) " if "error" in p else "")
         + (f"{p['roofline_s']:8.3f}s" if p["roofline_s"] is not None else f"{'-':>9s}")
-        + f" {p['compile_s']:7.1f}s"
-        + (" (extrapolated in depth)" if p.get("extrapolated") else ""))
+        + f" {p['compile_s']:7.1f}s")
   lines.append("(GiB per device; TFLOP and GB accessed per loop iteration; roofline = x * max("
                "flops / peak, bytes / HBM bandwidth))")
   return "\n".join(lines)

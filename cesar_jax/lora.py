@@ -10,16 +10,20 @@
 How: qwix intercepts the `dot_general` of every matched `nnx.Linear` inside an intercepted
 `__call__` and adds `x @ A @ B * alpha / rank` (A: he-uniform, B: zeros, so a fresh adapter
 changes nothing, bit for bit). qwix intercepts only one method of the module it is given, so
-the adapters are applied to each decoder layer (`DecoderLayer.__call__`), which every path
+the adapters are applied to the decoder layer (`DecoderLayer.__call__`), which every path
 runs through: the full forward, prefill and the KV-cache decode steps of the sampler. The
+layers are one stacked module (models/stack.py): qwix adapts each layer alone (`stack.layer`,
+its own seed) and the adapted layers are stacked back (`stack.join`), so every layer carries
+the same adapters, their arrays [L, ...] like the base weights'. The
 adapters are `nnx.LoRAParam` variables (a subclass of `nnx.Param`): select them with
 `trainable_filter`; the base weights stay `nnx.Param` and untouched by an optimizer built on
 that filter. The reference policy of a KL term is the same model with the adapters zeroed
 (`without_adapters`), not a second copy of the weights.
 
 `config.lora.targets` is a regex matched (fullmatch) against module paths such as
-`language_model/layers/3/self_attn/q_proj`; the default takes the seven projections of every
-decoder layer (q, k, v, o, gate, up, down), as PEFT's "all-linear" minus the LM head. Dropout
+`language_model/layers/self_attn/q_proj` (no layer index: the layers are stacked, so a
+projection is adapted in every layer or in none); the default takes the seven projections of
+the decoder layers (q, k, v, o, gate, up, down), as PEFT's "all-linear" minus the LM head. Dropout
 is not supported: qwix draws LoRA dropout at every call, so the sampler and the reference
 would be dropped out too.
 """
@@ -38,13 +42,14 @@ import numpy as np
 from flax import nnx
 
 from cesar_jax.models import decoder as decoder_lib
+from cesar_jax.models import stack
 from cesar_jax.models.audio_lm import TRAINABLE, AudioLM
 
-DEFAULT_TARGETS = r"language_model/layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)"
+DEFAULT_TARGETS = r"language_model/layers/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)"
 ADAPTERS_DIR = "adapters"
 ADAPTERS_FILE = "adapters.safetensors"
 ADAPTERS_CONFIG = "lora.json"
-_SCALE_ATTR = "lora_scale"  # alpha / rank, set on each adapted decoder layer
+_SCALE_ATTR = "lora_scale"  # alpha / rank, set on the adapted decoder layer stack
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -103,24 +108,21 @@ def apply(model: AudioLM, section: Any, *, seed: int = 0) -> AudioLM:
   qtype = str(section.get("weight_qtype", "") or "") or None
   inputs = _example_inputs(model)
   layers = model.language_model.layers
-  matched = []
-  for i in range(len(layers)):
-    prefix = f"language_model/layers/{i}/"
-    paths = ["/".join(map(str, p)) for p, m in layers[i].iter_modules()
-             if isinstance(m, nnx.Linear)]
-    hits = [p for p in paths if re.fullmatch(targets, prefix + p)]
-    if not hits:
-      continue
-    provider = qwix.LoraProvider([qwix.LoraRule(
-        module_path="|".join(re.escape(p) for p in hits), rank=rank, alpha=alpha,
-        weight_qtype=qtype)])
-    adapted = qwix.apply_lora_to_model(layers[i], provider, *inputs, rngs=nnx.Rngs(seed + i))
-    setattr(adapted, _SCALE_ATTR, alpha / rank)
-    layers[i] = adapted
-    matched += [prefix + p for p in hits]
-  if not matched:
+  prefix = "language_model/layers/"
+  paths = ["/".join(map(str, p)) for p, m in layers.iter_modules() if isinstance(m, nnx.Linear)]
+  hits = [p for p in paths if re.fullmatch(targets, prefix + p)]
+  if not hits:
     raise ValueError(f"config.lora.targets={targets!r} matches no projection; paths look like "
-                     "'language_model/layers/0/self_attn/q_proj'")
+                     "'language_model/layers/self_attn/q_proj' (no layer index: the layers are "
+                     "stacked, each projection is adapted in all of them)")
+  provider = qwix.LoraProvider([qwix.LoraRule(
+      module_path="|".join(re.escape(p) for p in hits), rank=rank, alpha=alpha,
+      weight_qtype=qtype)])
+  adapted = [qwix.apply_lora_to_model(stack.layer(layers, i), provider, *inputs,
+                                      rngs=nnx.Rngs(seed + i))
+             for i in range(stack.depth(layers))]
+  model.language_model.layers = stack.join(adapted)
+  setattr(model.language_model.layers, _SCALE_ATTR, alpha / rank)
   return model
 
 
@@ -149,10 +151,7 @@ def merged(model: AudioLM) -> AudioLM:
   import qwix  # pylint: disable=g-import-not-at-top
 
   values = _flat(nnx.state(model, nnx.Param))
-  scales = {}
-  for i, layer in enumerate(model.language_model.layers):
-    if hasattr(layer, _SCALE_ATTR):
-      scales[("language_model", "layers", i)] = getattr(layer, _SCALE_ATTR)
+  scale = getattr(model.language_model.layers, _SCALE_ATTR, None)
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: AudioLM(model.config, rngs=nnx.Rngs(0))))
   out = {}
   for path, var in _flat(abstract).items():
@@ -163,9 +162,9 @@ def merged(model: AudioLM) -> AudioLM:
     else:  # QLoRA: the kernel is a qwix QArray; merge onto its dequantized value
       w = qwix.dequantize(_module(model, path[:-1]).kernel.array).astype(var.value.dtype)
       value = var.replace(value=w)
-    if path[-1] == "kernel" and a is not None:
+    if path[-1] == "kernel" and a is not None:  # a: [L, in, r], b: [L, r, out]
       delta = jnp.asarray(a[...], jnp.float32) @ jnp.asarray(b[...], jnp.float32)
-      value = var.replace(value=(w.astype(jnp.float32) + scales[path[:3]] * delta.reshape(w.shape)
+      value = var.replace(value=(w.astype(jnp.float32) + scale * delta.reshape(w.shape)
                                  ).astype(w.dtype))
     out[path] = value
   return nnx.merge(graphdef, nnx.from_flat_state(out))

@@ -210,6 +210,14 @@ def restore_params(workdir: str | os.PathLike, graphdef: nnx.GraphDef, abstract_
   finally:
     manager.close()
   params = restored["state"]["params"]
+  # A partial restore leaves what the checkpoint lacks as the abstract template: never a model.
+  missing = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_leaves_with_path(params)
+             if isinstance(x, jax.ShapeDtypeStruct)]
+  if missing:
+    raise ValueError(
+        f"{directory}/{step} holds no {missing[0]} ({len(missing)} of the model's parameters "
+        "are missing): its parameter tree is not this model's (a checkpoint written before the "
+        "layers were stacked names them by index, layers/0/...; see models/stack.py)")
   model = nnx.merge(graphdef, params) if rest is None else nnx.merge(graphdef, params, rest)
   return model, int(step), dict(restored["metadata"] or {})
 

@@ -118,7 +118,7 @@ def compile_check(**overrides) -> ml_collections.ConfigDict:
       remat="",  # "" = the model config's policy; none | full | dots overrides it
       logits_chunk=-1,  # -1 = the updates' default; 0 = full [N, M, V] logits
       activation_constraints=True,  # lower under jax.set_mesh (the models' constraints apply)
-      depth_probe=(),  # (l1, l2): compile at l1 and l2 layers, extrapolate linearly in depth
+      costs=True,  # flops / bytes / roofline from unrolled 1-2 layer compiles; False: memory only
   ))
   section.update(overrides)
   return section

@@ -10,8 +10,7 @@ CESAR's (rank, alpha, lr, batch) is our choice.
       --config=configs/qwen2_5_omni_7b_cesar_lora.py:init_from=/ckpt/Qwen2.5-Omni-7B,data_dir=/data/avqa_tfds \
       --workdir=gs://bucket/cesar_omni_lora
   python -m cesar_jax.main --config=configs/qwen2_5_omni_7b_cesar_lora.py --config.job=compile_check \
-      --config.compile_check.topology=v5e:2x4 --config.compile_check.depth_probe='(2,4)' \
-      --workdir=/tmp/cc_omni_lora
+      --config.compile_check.topology=v5e:2x4 --workdir=/tmp/cc_omni_lora
 """
 
 import pathlib

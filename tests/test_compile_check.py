@@ -149,14 +149,42 @@ def test_compile_check_report_fields_and_numbers(sampler_report):
 
 
 @needs_libtpu
+def test_costs_are_the_unrolled_programs_though_the_layers_compile_as_a_scan(sampler_report):
+  """XLA counts a loop body once: the scanned program's own cost analysis sees one layer per
+  stack; the report's flops and bytes (`layer_costs`, from compiles with two layers per loop
+  iteration) are those of the program compiled with every layer unrolled."""
+  from cesar_jax import compile_check, model_store  # pylint: disable=g-import-not-at-top
+  from cesar_jax.models import stack  # pylint: disable=g-import-not-at-top
+  config, report, _ = sampler_report
+  devices = compile_check.topology_devices("v5e:2x2")
+  mesh = compile_check.make_mesh(tuple(config.mesh.shape), devices)
+  tokenizer = model_store.load_tokenizer(config.tokenizer, config.init_from)
+  names = ("sampler_prefill", "sampler_decode")
+  assert report["model"]["decoder_layers"] == 2 and report["model"]["encoder_layers"] >= 2
+  with stack.unrolled():
+    unrolled = compile_check.lower_programs(config, mesh, tokenizer, names)
+  scanned = compile_check.lower_programs(config, mesh, tokenizer, names)
+  for name in names:
+    flops, nbytes = compile_check.cost(unrolled[name]["lowered"].compile())
+    p = report["programs"][name]
+    assert p["flops"] == pytest.approx(flops, rel=0.01), name
+    assert p["bytes_accessed"] == pytest.approx(nbytes, rel=0.05), name
+    assert p["cost_compile_s"] > 0
+    assert compile_check.cost(scanned[name]["lowered"].compile())[0] < 0.9 * flops, name
+
+
+@needs_libtpu
 def test_a_program_over_the_memory_budget_is_reported_as_not_fitting():
   from cesar_jax import compile_check  # pylint: disable=g-import-not-at-top
-  config = _tiny_config(programs=("sampler_prefill",), hbm_gib=1e-5)  # ~10 KiB per chip
+  config = _tiny_config(programs=("sampler_prefill",), hbm_gib=1e-5,  # ~10 KiB per chip
+                        costs=False)  # memory only: no cost compiles, no cost figures
   report = compile_check.check(config)
   assert report["hbm_per_chip_bytes"] == int(1e-5 * chips.GiB)
   prefill = report["programs"]["sampler_prefill"]
   assert prefill["peak_bytes"] > report["hbm_per_chip_bytes"]
   assert prefill["fits"] is False and report["fits"] is False
+  assert prefill["flops"] is None and prefill["roofline_s"] is None
+  assert "cost_compile_s" not in prefill
   assert "False" in compile_check.format_table(report)
 
 

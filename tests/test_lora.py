@@ -68,23 +68,36 @@ def test_rank_zero_is_the_plain_model_bit_for_bit(base):
 
 def test_adapters_sit_on_the_decoder_projections_and_start_at_zero(adapted):
   plain, model = adapted
-  paths = [p for p, _ in nnx.to_flat_state(lora.adapter_state(model))]
+  flat = list(nnx.to_flat_state(lora.adapter_state(model)))
   layers = plain.config.text.num_hidden_layers
-  assert len(paths) == 2 * len(PROJECTIONS) * layers
+  assert len(flat) == 2 * len(PROJECTIONS)  # one stacked A and B per projection
   assert all(p[0] == "language_model" and p[1] == "layers" and p[-2] in PROJECTIONS
-             and p[-1] in ("kernel_lora_a", "kernel_lora_b") for p in paths)
+             and p[-1] in ("kernel_lora_a", "kernel_lora_b") for p, _ in flat)
+  shapes = {p[-2:]: v[...].shape for p, v in flat}
+  e, r = plain.config.text.hidden_size, 4
+  assert shapes["q_proj", "kernel_lora_a"] == (layers, e, r)  # [L, in, rank]
+  assert shapes["down_proj", "kernel_lora_b"] == (layers, r, e)  # [L, rank, out]
+  assert all(v.get_metadata()["out_sharding"][0] == "layers" for _, v in flat)
+  # Each layer's A is drawn with its own seed.
+  q_a = ("language_model", "layers", "self_attn", "q_proj", "kernel_lora_a")
+  a = np.asarray(dict(flat)[q_a][...])
+  assert not np.array_equal(a[0], a[1])
   ids = _ids(plain.config.text.vocab_size)
   # B = 0 at init: the adapted model computes exactly the plain one.
   np.testing.assert_array_equal(np.asarray(_logits(model, ids)), np.asarray(_logits(plain, ids)))
 
 
 def test_targets_regex_selects_and_errors_name_it(base):
-  model = lora.apply(nnx.clone(base), _section(targets=r"language_model/layers/1/self_attn/(q|v)_proj"))
+  model = lora.apply(nnx.clone(base),
+                     _section(targets=r"language_model/layers/self_attn/(q|v)_proj"))
   paths = {p[:-1] for p, _ in nnx.to_flat_state(lora.adapter_state(model))}
-  assert paths == {("language_model", "layers", 1, "self_attn", "q_proj"),
-                   ("language_model", "layers", 1, "self_attn", "v_proj")}
+  assert paths == {("language_model", "layers", "self_attn", "q_proj"),
+                   ("language_model", "layers", "self_attn", "v_proj")}
   with pytest.raises(ValueError, match="'nothing' matches no projection"):
     lora.apply(nnx.clone(base), _section(targets="nothing"))
+  # A layer index names no module path: the layers are stacked (adapted all alike).
+  with pytest.raises(ValueError, match="no layer index"):
+    lora.apply(nnx.clone(base), _section(targets=r"language_model/layers/1/self_attn/q_proj"))
   with pytest.raises(NotImplementedError, match="dropout=0.1"):
     lora.apply(nnx.clone(base), _section(dropout=0.1))
 
@@ -172,10 +185,10 @@ def test_merged_export_in_transformers(adapted, tmp_path):
 def test_qlora_int8_base_runs_every_path_and_merges(base, tmp_path):
   model = lora.apply(nnx.clone(base), _section(weight_qtype="int8"))
   flat = dict(nnx.to_flat_state(nnx.state(model)))
-  q_proj = ("language_model", "layers", 0, "self_attn", "q_proj")
+  q_proj = ("language_model", "layers", "self_attn", "q_proj")
   assert flat[q_proj + ("kernel", "array", "qvalue")][...].dtype == jnp.int8
   assert q_proj + ("kernel",) not in flat  # the float kernel is gone: the base is int8
-  assert (("audio_tower", "layers", 0, "self_attn", "q_proj", "kernel") in flat)  # not adapted
+  assert (("audio_tower", "layers", "self_attn", "q_proj", "kernel") in flat)  # not adapted
   _randomize_adapters(model)
   ids = _ids(model.config.text.vocab_size)
   full = _logits(model, ids)

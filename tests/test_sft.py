@@ -120,6 +120,27 @@ def test_restore_model_and_load_policy_read_a_run_workdir(tmp_path, mesh):
   assert model_store.restore_model(tmp_path)[1].job == "sft-metadata"
 
 
+def test_a_checkpoint_of_another_parameter_tree_is_an_error_naming_what_is_missing(tmp_path, mesh):
+  """E.g. one written before the layers were stacked (layers/0/..., layers/1/...): a partial
+  restore would leave the stacked parameters unread; restoring refuses instead."""
+  cfg = model_store.resolve_model_config({"preset": "tiny"}, Tokenizer.builtin())
+  model = model_store.init_model(cfg, 3, mesh)
+  flat = {}
+  for path, v in nnx.to_flat_state(nnx.state(model)):
+    value = v.get_value()
+    if path[1] == "layers":  # the old layout: one subtree per layer index
+      for i in range(value.shape[0]):
+        flat[path[:2] + (i,) + path[2:]] = v.replace(value=value[i])
+    else:
+      flat[path] = v
+  old = {"params": nnx.from_flat_state(flat)}
+  model_store.write_run_files(tmp_path, cfg, Tokenizer.builtin())
+  with manager_lib.CheckpointManager(tmp_path) as ckpt:
+    ckpt.save(1, old, metadata={"job": "sft"})
+  with pytest.raises(ValueError, match=r"holds no .*layers.*parameters are missing.*stacked"):
+    model_store.restore_model(tmp_path)
+
+
 def test_load_policy_random_init_follows_the_tokenizer_and_errors_name_the_path(tmp_path, mesh):
   tok = Tokenizer.builtin()
   model = model_store.load_policy("", {"preset": "tiny", "num_hidden_layers": 1}, mesh)

@@ -15,13 +15,20 @@ projection name) shared by both sides, so a table maps in both directions. Trans
 "linear" (torch [out, in] <-> flax [in, out]), "conv" (torch [out, in, k] <-> flax [k, in,
 out]), "none".
 
-Loading streams: tensor by tensor (safetensors `safe_open`), each transformed, cast and placed,
-so a 7B never needs two full copies in host memory. With a mesh, each parameter is built with
-`jax.make_array_from_callback` on its sharding and each device's callback reads only its own
-slice of the tensor (`get_slice(key)[index]`), so on a pod a host reads only what its devices
-hold. Keys written by transformers 5 in its in-memory layout (`model.audio_tower.*`,
-`lm_head.weight`, ...) are accepted too. A missing, unexpected or mis-shaped key is a
-ValueError naming it (and its file).
+Layers are stacked in the model (models/stack.py: one array [L, ...] per parameter of a
+layer stack, layer i at index i). The tables name layers one by one, as HF does: their NNX
+side is the per-layer name (`language_model.layers.13.self_attn.k_proj.bias`), and layer 13 of
+the stacked `language_model.layers.self_attn.k_proj.bias` is what it loads into and saves from
+(`stacked_name`, `flat_parameters`).
+
+Loading streams: parameter by parameter (safetensors `safe_open`, memory-mapped), each tensor
+transformed, cast and placed, so a 7B never needs two full copies in host memory (without a
+mesh, one stacked parameter is assembled on the host at a time). With a mesh, each parameter
+is built with `jax.make_array_from_callback` on its sharding and each device's callback reads
+only its own slice of its layers' tensors (`get_slice(key)[index]`), so on a pod a host reads
+only what its devices hold. Keys written by transformers 5 in its in-memory layout
+(`model.audio_tower.*`, `lm_head.weight`, ...) are accepted too. A missing, unexpected or
+mis-shaped key is a ValueError naming it (and its file).
 
 Dtypes: `load(dtype=...)` sets the parameter (master) dtype and remembers the checkpoint's own
 dtype; `save` writes that dtype (or `param_dtype` for a model not loaded from HF) unless told
@@ -36,6 +43,7 @@ model writes the embedding as the head too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -51,6 +59,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from cesar_jax.models import stack
 from cesar_jax.models.audio_lm import AudioLM
 from cesar_jax.models.config import AudioLMConfig
 from cesar_jax.parallel import mesh as mesh_lib
@@ -221,6 +230,49 @@ def _dotted(path: tuple) -> str:
   return ".".join(str(p) for p in path)
 
 
+_LAYER_INDEX = re.compile(r"(^|\.)layers\.(\d+)(?=\.)")
+
+
+def stacked_name(name: str) -> tuple[str, int | None]:
+  """A per-layer NNX name -> (the stacked parameter's name, the layer index), e.g.
+  `language_model.layers.13.mlp.up_proj.kernel` -> (`language_model.layers.mlp.up_proj.kernel`,
+  13); a name outside the layer stacks -> (name, None)."""
+  m = _LAYER_INDEX.search(name)
+  if m is None:
+    return name, None
+  return name[:m.start(2) - 1] + name[m.end(2):], int(m.group(2))
+
+
+def _is_stacked(variable) -> bool:
+  names = variable.get_metadata().get("out_sharding") or ()
+  return bool(names) and names[0] == stack.LAYERS
+
+
+def _layer_name(path: tuple, layer: int | None) -> str:
+  """The per-layer NNX name of layer `layer` of a stacked parameter at `path` (None: as is)."""
+  if layer is None:
+    return _dotted(path)
+  at = path.index("layers") + 1
+  return _dotted(path[:at] + (layer,) + path[at:])
+
+
+def _layers_of(variable) -> list[int | None]:
+  """The layer indices a state entry holds: 0..L-1 for a stacked parameter, else [None]."""
+  return list(range(variable.get_value().shape[0])) if _is_stacked(variable) else [None]
+
+
+def _per_layer(path: tuple, variable) -> Iterator[tuple[str, Any]]:
+  """(per-layer NNX name, value) of one state entry: L of them for a stacked parameter."""
+  value = variable.get_value()
+  for layer in _layers_of(variable):
+    yield _layer_name(path, layer), (value if layer is None else value[layer])
+
+
+def flat_parameters(model: nnx.Module) -> dict[str, Any]:
+  """Every parameter by its per-layer NNX name (the key tables' names), stacks unstacked."""
+  return dict(item for p, v in nnx.to_flat_state(nnx.state(model)) for item in _per_layer(p, v))
+
+
 def checkpoint_files(path: pathlib.Path) -> list[pathlib.Path]:
   """The safetensors files of a checkpoint directory (index first, then single file, then glob)."""
   index = path / INDEX_FILE
@@ -276,21 +328,32 @@ def read_config(path: str | os.PathLike, **overrides) -> AudioLMConfig:
     raise ValueError(f"{config_file}: {e}") from e
 
 
-def _sliced_array(handle, key: str, transform: str, shape: tuple[int, ...], dtype,
-                  sharding: jax.sharding.Sharding) -> jax.Array:
-  """A global array whose shards are read straight from the file: each device's callback
-  reads only its slice (`get_slice(key)[hf_index]`), transformed and cast."""
-  stored = handle.get_slice(key)
+def _sliced_array(sources: list[tuple[Any, str]], transform: str, shape: tuple[int, ...],
+                  dtype, sharding: jax.sharding.Sharding | None, stacked: bool) -> jax.Array:
+  """A parameter from its tensors: `sources` = [(file handle, key)], one per layer when
+  `stacked` (layer i at index i of dim 0), else one. With a sharding, each device's callback
+  reads only its slice (`get_slice(key)[hf_index]`, of the layers it holds); transformed and
+  cast. Without, the whole array on the default device."""
   perm = _PERMS[transform]
   cache: dict[tuple, np.ndarray] = {}  # replicated shards are read once
+
+  def one(handle, key, index):
+    hf_index = index if perm is None else tuple(index[perm[h]] for h in range(len(index)))
+    return _TRANSFORMS[transform](handle.get_slice(key)[hf_index]).astype(dtype)
 
   def read(index: tuple[slice, ...]) -> np.ndarray:
     marker = tuple((s.start, s.stop, s.step) for s in index)
     if marker not in cache:
-      hf_index = index if perm is None else tuple(index[perm[h]] for h in range(len(index)))
-      cache[marker] = np.ascontiguousarray(_TRANSFORMS[transform](stored[hf_index]).astype(dtype))
+      if stacked:
+        layers = range(len(sources))[index[0]]
+        part = np.stack([one(*sources[i], index[1:]) for i in layers])
+      else:
+        part = one(*sources[0], index)
+      cache[marker] = np.ascontiguousarray(part)
     return cache[marker]
 
+  if sharding is None:
+    return jnp.asarray(read(tuple(slice(None) for _ in shape)))
   return jax.make_array_from_callback(shape, sharding, read)
 
 
@@ -315,44 +378,56 @@ def load(path: str | os.PathLike, dtype=jnp.float32, mesh: jax.sharding.Mesh | N
   abstract = nnx.eval_shape(lambda: AudioLM(cfg, rngs=nnx.Rngs(0)))
   graphdef, abstract_state = nnx.split(abstract)
   targets = {_dotted(p): (p, v) for p, v in nnx.to_flat_state(abstract_state)}
-  loaded: dict[tuple, jax.Array] = {}
+  sources: dict[str, dict[int | None, tuple[Any, str]]] = {}  # stacked name -> layer -> source
+  transforms: dict[str, str] = {}
   ignored = 0
-  for key, file, handle in _iter_tensors(files):
-    hf_key = normalize_key(key, cfg.arch)
-    if hf_key == layout.lm_head and cfg.text.tie_word_embeddings:
-      continue  # Equal to the embedding (checked above).
-    if is_ignored(key, cfg.arch):
-      ignored += 1
-      continue
-    match = hf_to_nnx(hf_key, cfg.arch)
-    if match is None or match[0] not in targets:
-      raise ValueError(f"unexpected key {key!r} in {file}: no parameter of the {cfg.arch} model "
-                       f"({'no key table rule' if match is None else match[0] + ' does not exist'})")
-    name, transform = match
-    nnx_path, variable = targets[name]
-    if nnx_path in loaded:
-      raise ValueError(f"key {key!r} in {file} is stored twice")
-    stored_shape = tuple(handle.get_slice(key).get_shape())
-    perm = _PERMS[transform]
-    shape = stored_shape if perm is None else tuple(stored_shape[a] for a in perm)
-    expected = tuple(variable.get_value().shape)
-    if shape != expected:
-      raise ValueError(f"shape mismatch for key {key!r} in {file}: stored {stored_shape} "
-                       f"(as {name}: {shape}), the config expects {expected}")
-    if mesh is None:
-      loaded[nnx_path] = jnp.asarray(_TRANSFORMS[transform](handle.get_tensor(key)).astype(param_dtype))
-    else:
-      loaded[nnx_path] = _sliced_array(handle, key, transform, shape, param_dtype,
-                                       mesh_lib.variable_sharding(variable, mesh, rules))
-  if ignored:
-    logging.info("%s: skipped %d tensors that are not part of the %s model (%s)", path, ignored,
-                 cfg.arch, ", ".join(_IGNORED_PREFIXES[cfg.arch]))
-  missing = [name for name, (p, _) in targets.items() if p not in loaded]
-  if missing:
-    hf_names = [(nnx_to_hf(n, cfg.arch) or (n,))[0] for n in missing]
-    raise ValueError(f"missing keys in {path}: {hf_names}")
-  state = nnx.from_flat_state([(p, targets[_dotted(p)][1].replace(a)) for p, a in loaded.items()])
-  return nnx.merge(graphdef, state)
+  with contextlib.ExitStack() as opened:
+    for file in files:
+      handle = opened.enter_context(safe_open(file, framework="numpy"))
+      for key in handle.keys():
+        hf_key = normalize_key(key, cfg.arch)
+        if hf_key == layout.lm_head and cfg.text.tie_word_embeddings:
+          continue  # Equal to the embedding (checked above).
+        if is_ignored(key, cfg.arch):
+          ignored += 1
+          continue
+        match = hf_to_nnx(hf_key, cfg.arch)
+        name, layer = stacked_name(match[0]) if match else (None, None)
+        variable = targets[name][1] if name in targets else None
+        if variable is not None and layer not in _layers_of(variable):
+          variable = None  # e.g. layer 7 of a 2-layer stack
+        if variable is None:
+          raise ValueError(f"unexpected key {key!r} in {file}: no parameter of the {cfg.arch} "
+                           "model (" + ('no key table rule' if match is None else
+                                        match[0] + ' does not exist') + ")")
+        transform = match[1]
+        if layer in sources.setdefault(name, {}):
+          raise ValueError(f"key {key!r} in {file} is stored twice")
+        stored_shape = tuple(handle.get_slice(key).get_shape())
+        perm = _PERMS[transform]
+        shape = stored_shape if perm is None else tuple(stored_shape[a] for a in perm)
+        expected = tuple(variable.get_value().shape)[1 if layer is not None else 0:]
+        if shape != expected:
+          raise ValueError(f"shape mismatch for key {key!r} in {file}: stored {stored_shape} "
+                           f"(as {match[0]}: {shape}), the config expects {expected}")
+        sources[name][layer] = (handle, key)
+        transforms[name] = transform
+    if ignored:
+      logging.info("%s: skipped %d tensors that are not part of the %s model (%s)", path, ignored,
+                   cfg.arch, ", ".join(_IGNORED_PREFIXES[cfg.arch]))
+    missing = [_layer_name(p, layer) for name, (p, variable) in targets.items()
+               for layer in _layers_of(variable) if layer not in sources.get(name, {})]
+    if missing:
+      hf_names = [(nnx_to_hf(n, cfg.arch) or (n,))[0] for n in missing]
+      raise ValueError(f"missing keys in {path}: {hf_names}")
+    loaded = []
+    for name, (p, variable) in targets.items():
+      ordered = [sources[name][layer] for layer in _layers_of(variable)]
+      sharding = None if mesh is None else mesh_lib.variable_sharding(variable, mesh, rules)
+      loaded.append((p, variable.replace(_sliced_array(
+          ordered, transforms[name], tuple(variable.get_value().shape), param_dtype, sharding,
+          _is_stacked(variable)))))
+  return nnx.merge(graphdef, nnx.from_flat_state(loaded))
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -380,14 +455,13 @@ def save(model: AudioLM, path: str | os.PathLike, *, max_shard_bytes: int = 4 * 
   cfg = cfg.replace(checkpoint_dtype=out_dtype.name)
   layout = _layout(cfg.arch)
   entries = []  # (hf key, value, transform)
-  for p, variable in nnx.to_flat_state(nnx.state(model)):
-    name = _dotted(p)
+  for name, value in flat_parameters(model).items():
     match = nnx_to_hf(name, cfg.arch)
     if match is None:
       raise ValueError(f"save: parameter {name} has no key table rule for arch={cfg.arch!r}")
-    entries.append((match[0], variable.get_value(), match[1]))
+    entries.append((match[0], value, match[1]))
     if match[0] == layout.embed and cfg.text.tie_word_embeddings:
-      entries.append((layout.lm_head, variable.get_value(), "linear_tied"))
+      entries.append((layout.lm_head, value, "linear_tied"))
   entries.sort(key=lambda e: e[0])
   shards, size = [[]], 0
   for entry in entries:

@@ -30,6 +30,7 @@ from flax import nnx
 
 from cesar_jax.models import audio_tokens
 from cesar_jax.models import remat as remat_lib
+from cesar_jax.models import stack
 from cesar_jax.models.config import AudioEncoderConfig
 from cesar_jax.parallel.mesh import constrain, target_platform
 
@@ -141,6 +142,20 @@ class EncoderLayer(nnx.Module):
     return x + self.fc2(h)
 
 
+def encoder_layers(cfg: AudioEncoderConfig, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
+  """The `cfg.encoder_layers` EncoderLayers as one stack (models/stack.py)."""
+  return stack.create(lambda r: EncoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=r),
+                      cfg.encoder_layers, rngs)
+
+
+def run_layers(layers: nnx.Module, x: jax.Array, key_mask: jax.Array, remat: str) -> jax.Array:
+  """The encoder stack over x [B, S, D] (batch-sharded residual), keys under `key_mask`."""
+  def body(layer, x, _):
+    return constrain(layer(x, key_mask), ("batch", None, None)), None
+
+  return stack.scan(layers, body, x, remat=remat)[0]
+
+
 class AudioEncoder(nnx.Module):
   """`Qwen2AudioEncoder`: log-mel features -> audio hidden states [B, T/4, d_model]."""
 
@@ -160,7 +175,7 @@ class AudioEncoder(nnx.Module):
     self.conv2 = conv(d, 2)
     self.embed_positions = nnx.Param(
         sinusoids(cfg.max_source_positions, d).astype(param_dtype), **param_meta(None, "embed"))
-    self.layers = nnx.List([EncoderLayer(cfg, **kw) for _ in range(cfg.encoder_layers)])
+    self.layers = encoder_layers(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.layer_norm = layer_norm(d, cfg.layer_norm_eps, **kw)
 
   def __call__(self, input_features: jax.Array, feature_attention_mask: jax.Array) -> jax.Array:
@@ -182,10 +197,7 @@ class AudioEncoder(nnx.Module):
     x = x + self.embed_positions[: t // 2].astype(x.dtype)
     lengths = conv_output_lengths(jnp.sum(feature_attention_mask, axis=-1))
     key_mask = jnp.arange(t // 2)[None, :] < lengths[:, None]  # bool[B, T/2]
-    x = constrain(x, ("batch", None, None))
-    call = remat_lib.layer_call(self.remat)
-    for layer in self.layers:
-      x = constrain(call(layer, x, key_mask), ("batch", None, None))
+    x = run_layers(self.layers, constrain(x, ("batch", None, None)), key_mask, self.remat)
     n = t // 4  # AvgPool1d(2, stride=2) floors an odd length.
     x = x[:, : 2 * n].reshape(b, n, 2, -1).mean(axis=2)
     return self.layer_norm(x)

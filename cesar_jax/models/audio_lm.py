@@ -122,7 +122,8 @@ class AudioLM(nnx.Module):
     self.config = config
     kw = dict(dtype=config.compute_dtype, param_dtype=config.params_dtype, rngs=rngs)
     if config.arch == "qwen2_5_omni":
-      self.audio_tower = OmniAudioEncoder(config.audio, config.text.hidden_size, **kw)
+      self.audio_tower = OmniAudioEncoder(config.audio, config.text.hidden_size,
+                                          remat=config.remat, **kw)
       self.multi_modal_projector = None
     else:
       self.audio_tower = AudioEncoder(config.audio, remat=config.remat, **kw)

@@ -17,7 +17,9 @@ KV cache API (everything static-shape, traced indices, no Python loop over token
   hidden, cache = decoder.extend(embeds[B, 1], attention_mask[B, 1], cache)   # one decode step
   logits = decoder.logits(hidden[:, -1])                                       # f32[B, V]
 
-`KVCache` is a pytree (`flax.struct.dataclass`): per layer `k[i]`, `v[i]`: [B, H_kv, S, D];
+Layers are one stacked module run under `jax.lax.scan` (models/stack.py): compiled once,
+whatever the depth. `KVCache` is a pytree (`flax.struct.dataclass`): `k`, `v`: [L, B, H_kv, S, D]
+(layer first, as the stacked parameters);
 `mask`: bool[B, S] (slot holds a real token); `next_position`: int32[B] (RoPE position of the
 next real token per row); `index`: int32[] (next slot to write, shared by all rows). `prefill`
 attends among the T prompt tokens only and writes slots [0, T); `extend` writes T new tokens
@@ -31,7 +33,7 @@ Groups (GRPO's G samples of one prompt) share one prompt cache:
   cache = share_prefix(prompt_cache, group=G, max_new_tokens=M)  # B prompts -> B * G rows
   hidden, cache = decoder.extend(embeds[B * G, 1], mask[B * G, 1], cache)
 
-`cache.prefix` (`PrefixKV`, [B, H_kv, P, D] per layer) holds the prompts once; the B * G rows own only
+`cache.prefix` (`PrefixKV`, [L, B, H_kv, P, D]) holds the prompts once; the B * G rows own only
 their M new slots, and attention reads both in one softmax (`grouped_attention`). The training
 forward of groups (`Decoder.shared_prefix`) uses the same attention.
 """
@@ -45,6 +47,7 @@ from flax import nnx
 
 from cesar_jax.models.audio_encoder import INIT_STD, dense, flat_tokens, param_meta
 from cesar_jax.models import remat as remat_lib
+from cesar_jax.models import stack
 from cesar_jax.models.config import DecoderConfig
 from cesar_jax.parallel.mesh import constrain
 
@@ -56,19 +59,19 @@ RESIDUAL = ("batch", None, None)
 class PrefixKV:
   """Keys and values of B prompts, read by the G = N / B rows of each group (see `share_prefix`).
 
-  k, v: tuples over layers of [B, H_kv, P, D]; mask: bool[B, P] (slot holds a real token).
+  k, v: [L, B, H_kv, P, D]; mask: bool[B, P] (slot holds a real token).
   """
-  k: tuple[jax.Array, ...]
-  v: tuple[jax.Array, ...]
+  k: jax.Array
+  v: jax.Array
   mask: jax.Array
 
 
 @flax.struct.dataclass
 class KVCache:
-  """Decoder KV cache; see the module docstring. k, v: tuples over layers of [N, H_kv, S, D]:
-  the rows' own slots; `prefix`: a shared prompt part (None: the own slots hold everything)."""
-  k: tuple[jax.Array, ...]
-  v: tuple[jax.Array, ...]
+  """Decoder KV cache; see the module docstring. k, v: [L, N, H_kv, S, D]: the rows' own
+  slots; `prefix`: a shared prompt part (None: the own slots hold everything)."""
+  k: jax.Array
+  v: jax.Array
   mask: jax.Array           # bool[N, S]
   next_position: jax.Array  # int32[N]
   index: jax.Array          # int32[]
@@ -83,9 +86,8 @@ class KVCache:
 def init_cache(cfg: DecoderConfig, batch_size: int, max_length: int,
                dtype=jnp.float32) -> KVCache:
   """An empty cache for `batch_size` rows of `max_length` slots (head-major [B, H_kv, S, D])."""
-  shape = (batch_size, cfg.num_key_value_heads, max_length, cfg.kv_head_dim)
-  zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
-  return KVCache(k=zeros, v=tuple(jnp.zeros(shape, dtype) for _ in zeros),
+  shape = (cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, max_length, cfg.kv_head_dim)
+  return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                  mask=jnp.zeros((batch_size, max_length), bool),
                  next_position=jnp.zeros((batch_size,), jnp.int32),
                  index=jnp.zeros((), jnp.int32))
@@ -111,10 +113,9 @@ def share_prefix(cache: KVCache, group: int, max_new_tokens: int) -> KVCache:
 
 def _empty_like(cache: KVCache, batch_size: int, max_length: int) -> KVCache:
   """Empty own slots with `cache`'s layer count, heads and dtype."""
-  _, kv, _, d = cache.k[0].shape
-  shape = (batch_size, kv, max_length, d)
-  return KVCache(k=tuple(jnp.zeros(shape, x.dtype) for x in cache.k),
-                 v=tuple(jnp.zeros(shape, x.dtype) for x in cache.v),
+  layers, _, kv, _, d = cache.k.shape
+  shape = (layers, batch_size, kv, max_length, d)
+  return KVCache(k=jnp.zeros(shape, cache.k.dtype), v=jnp.zeros(shape, cache.v.dtype),
                  mask=jnp.zeros((batch_size, max_length), bool),
                  next_position=jnp.zeros((batch_size,), jnp.int32),
                  index=jnp.zeros((), jnp.int32))
@@ -245,11 +246,13 @@ class Attention(nnx.Module):
     """x: [B, T, E]; mask: bool[B, 1, T or 1, S] (a key mask [B, 1, 1, S] with `is_causal`,
     which needs S = T: the attention call applies causality itself, no dense [B, 1, T, T]).
     Without `kv` or `prefix`: self-attention among the T tokens (`jax.nn.dot_product_attention`).
-    With `kv` (a layer's cache arrays [B, H_kv, S, D]) the new keys are written at slot
-    `index` and the rows attend over the cache; with `prefix` (this layer's shared keys,
-    values and mask) they also attend to their group's prefix (`grouped_attention`).
+    With `kv` = (k, v, layer): the stacked cache arrays [L, B, H_kv, S, D] and this layer's
+    index, the new keys are written at slot `index` of layer `layer` (in place: the scan
+    carries the whole cache) and the rows attend over that layer's slots; with `prefix` (this
+    layer's shared keys, values and mask) they also attend to their group's prefix
+    (`grouped_attention`).
     Returns (out [B, T, E], (k, v) head-major: the new ones [B, H_kv, T, D] or the updated
-    cache arrays)."""
+    stacked cache arrays)."""
     b, t, _ = x.shape
     q = apply_rope(self.q_proj(x).reshape(b, t, self.n, self.d), cos, sin)
     k = apply_rope(self.k_proj(x).reshape(b, t, self.kv, self.d), cos, sin)
@@ -261,11 +264,14 @@ class Attention(nnx.Module):
     if kv is None:  # the training forward of groups: T continuation tokens per row
       out = _attention_with_prefix(q, k, v, mask, prefix, self.d**-0.5)
       return self.o_proj(out.reshape(b, t, self.n * self.d)), (heads_first(k), heads_first(v))
-    start = (0, 0, index, 0)
-    k = jax.lax.dynamic_update_slice(kv[0], heads_first(k).astype(kv[0].dtype), start)
-    v = jax.lax.dynamic_update_slice(kv[1], heads_first(v).astype(kv[1].dtype), start)
+    k_all, v_all, layer = kv
+    start = (layer, 0, 0, index, 0)
+    k_all = jax.lax.dynamic_update_slice(k_all, heads_first(k)[None].astype(k_all.dtype), start)
+    v_all = jax.lax.dynamic_update_slice(v_all, heads_first(v)[None].astype(v_all.dtype), start)
+    k = jax.lax.dynamic_index_in_dim(k_all, layer, keepdims=False)
+    v = jax.lax.dynamic_index_in_dim(v_all, layer, keepdims=False)
     out = grouped_attention(q, k, v, mask, prefix, self.d**-0.5)
-    return self.o_proj(out.reshape(b, t, self.n * self.d)), (k, v)
+    return self.o_proj(out.reshape(b, t, self.n * self.d)), (k_all, v_all)
 
 
 class MLP(nnx.Module):
@@ -309,7 +315,8 @@ class Decoder(nnx.Module):
         cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
         embedding_init=nnx.initializers.normal(INIT_STD),
         embedding_metadata=param_meta("vocab", "embed"), rngs=rngs)
-    self.layers = nnx.List([DecoderLayer(cfg, **kw) for _ in range(cfg.num_hidden_layers)])
+    self.layers = stack.create(lambda r: DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype,
+                                                      rngs=r), cfg.num_hidden_layers, rngs)
     self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
     self.lm_head = (None if cfg.tie_word_embeddings else
                     dense(cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), use_bias=False, **kw))
@@ -344,12 +351,12 @@ class Decoder(nnx.Module):
     positions = positions_from_mask(am) if positions is None else positions
     cos, sin = self._rope(positions)
     mask = am[:, None, None, :]  # keys; causality inside the attention call
-    x = constrain(embeds.astype(self.dtype), RESIDUAL)
-    call = remat_lib.layer_call(
-        self.remat, lambda layer, *args: layer(*args, is_causal=True)[0])
-    for layer in self.layers:
-      x = call(layer, x, cos, sin, mask)
-      x = constrain(x, RESIDUAL)
+
+    def body(layer, x, _):
+      return constrain(layer(x, cos, sin, mask, is_causal=True)[0], RESIDUAL), None
+
+    x, _ = stack.scan(self.layers, body, constrain(embeds.astype(self.dtype), RESIDUAL),
+                      remat=self.remat)
     return self.norm(x)
 
   def shared_prefix(self, prefix_embeds: jax.Array, prefix_mask: jax.Array, embeds: jax.Array,
@@ -378,17 +385,15 @@ class Decoder(nnx.Module):
     # own tokens: the prefix's keys are never repeated G times.
     own = (jnp.tril(jnp.ones((m, m), bool))[None] & am[:, None, :])[:, None]  # [N, 1, M, M]
 
-    def layer_fn(layer, xp, xc, cos_p, sin_p, pm, cos_c, sin_c, own):
+    def body(layer, carry, _):
+      xp, xc = carry
       xp, (k, v) = layer(xp, cos_p, sin_p, pm[:, None, None, :], is_causal=True)
       xc, _ = layer(xc, cos_c, sin_c, own, prefix=(k, v, pm))
-      return xp, xc
+      return (constrain(xp, RESIDUAL), constrain(xc, RESIDUAL)), None
 
-    call = remat_lib.layer_call(self.remat, layer_fn)
-    xp = constrain(prefix_embeds.astype(self.dtype), RESIDUAL)
-    xc = constrain(embeds.astype(self.dtype), RESIDUAL)
-    for layer in self.layers:
-      xp, xc = call(layer, xp, xc, cos_p, sin_p, pm, cos_c, sin_c, own)
-      xp, xc = constrain(xp, RESIDUAL), constrain(xc, RESIDUAL)
+    start = (constrain(prefix_embeds.astype(self.dtype), RESIDUAL),
+             constrain(embeds.astype(self.dtype), RESIDUAL))
+    (xp, xc), _ = stack.scan(self.layers, body, start, remat=self.remat)
     return self.norm(xp), self.norm(xc)
 
   def prefill(self, embeds: jax.Array, attention_mask: jax.Array,
@@ -401,15 +406,15 @@ class Decoder(nnx.Module):
     am = attention_mask.astype(bool)
     cos, sin = self._rope(positions_from_mask(am))
     mask = am[:, None, None, :]  # keys; causality inside the attention call
-    x = constrain(embeds.astype(self.dtype), RESIDUAL)
-    ks, vs = [], []
-    for i, layer in enumerate(self.layers):
+
+    def body(layer, x, _):
       x, (k, v) = layer(x, cos, sin, mask, is_causal=True)
-      x = constrain(x, RESIDUAL)
-      ks.append(jax.lax.dynamic_update_slice(cache.k[i], k.astype(cache.k[i].dtype), (0, 0, 0, 0)))
-      vs.append(jax.lax.dynamic_update_slice(cache.v[i], v.astype(cache.v[i].dtype), (0, 0, 0, 0)))
+      return constrain(x, RESIDUAL), (k.astype(cache.k.dtype), v.astype(cache.v.dtype))
+
+    x, (ks, vs) = stack.scan(self.layers, body, constrain(embeds.astype(self.dtype), RESIDUAL))
     new_mask = jax.lax.dynamic_update_slice(jnp.zeros_like(cache.mask), am, (0, 0))
-    cache = KVCache(k=tuple(ks), v=tuple(vs), mask=new_mask,
+    cache = KVCache(k=jax.lax.dynamic_update_slice(cache.k, ks, (0,) * 5),
+                    v=jax.lax.dynamic_update_slice(cache.v, vs, (0,) * 5), mask=new_mask,
                     next_position=jnp.sum(am, axis=1, dtype=jnp.int32),
                     index=jnp.asarray(t, jnp.int32))
     return self.norm(x), cache
@@ -428,16 +433,21 @@ class Decoder(nnx.Module):
     slots = jnp.arange(cache.max_length)
     causal = slots[None, :] <= index + jnp.arange(t)[:, None]  # [T, S]
     mask = (causal[None] & new_mask[:, None, :])[:, None]  # [B, 1, T, S]
-    x = constrain(embeds.astype(self.dtype), RESIDUAL)
-    ks, vs = [], []
     pre = cache.prefix
-    for i, layer in enumerate(self.layers):
-      shared = None if pre is None else (pre.k[i], pre.v[i], pre.mask)
-      x, (k, v) = layer(x, cos, sin, mask, (cache.k[i], cache.v[i]), index, prefix=shared)
-      x = constrain(x, RESIDUAL)
-      ks.append(k)
-      vs.append(v)
-    cache = cache.replace(k=tuple(ks), v=tuple(vs), mask=new_mask,
+
+    def body(layer, carry, xs):
+      x, k_all, v_all = carry
+      index_l, prefix_kv = xs
+      shared = None if pre is None else prefix_kv + (pre.mask,)
+      x, (k_all, v_all) = layer(x, cos, sin, mask, (k_all, v_all, index_l), index, prefix=shared)
+      return (constrain(x, RESIDUAL), k_all, v_all), None
+
+    # The cache rides in the carry (each layer writes its slots in place); the prefix is
+    # read-only, sliced per layer.
+    per_layer = (jnp.arange(self.config.num_hidden_layers), None if pre is None else (pre.k, pre.v))
+    start = (constrain(embeds.astype(self.dtype), RESIDUAL), cache.k, cache.v)
+    (x, ks, vs), _ = stack.scan(self.layers, body, start, per_layer)
+    cache = cache.replace(k=ks, v=vs, mask=new_mask,
                           next_position=cache.next_position + jnp.sum(am, axis=1, dtype=jnp.int32),
                           index=index + t)
     return self.norm(x), cache

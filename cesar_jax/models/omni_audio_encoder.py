@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cesar_jax.models.audio_encoder import INIT_STD, EncoderLayer, dense, layer_norm, param_meta, sinusoids
+from cesar_jax.models import remat as remat_lib
+from cesar_jax.models.audio_encoder import (INIT_STD, dense, encoder_layers, layer_norm,
+                                            param_meta, run_layers, sinusoids)
 from cesar_jax.models.config import AudioEncoderConfig
 from cesar_jax.parallel.mesh import constrain
 
@@ -53,12 +55,14 @@ class OmniAudioEncoder(nnx.Module):
   """`Qwen2_5OmniAudioEncoder`: log-mel features -> audio embeddings in the text width."""
 
   def __init__(self, cfg: AudioEncoderConfig, output_dim: int, *, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+               param_dtype=jnp.float32, remat: str = "none", rngs: nnx.Rngs):
     if cfg.n_window > cfg.max_source_positions:
       raise ValueError(f"AudioEncoderConfig: n_window={cfg.n_window} exceeds "
                        f"max_source_positions={cfg.max_source_positions} (positions per chunk)")
     self.config = cfg
     self.dtype = dtype
+    remat_lib.check_policy(remat, "OmniAudioEncoder remat")
+    self.remat = remat  # policy of the layers under differentiation (models/remat.py)
     d, kw = cfg.d_model, dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     conv = lambda cin, stride: nnx.Conv(  # noqa: E731
         cin, d, kernel_size=3, strides=stride, padding=((1, 1),), dtype=dtype,
@@ -67,7 +71,7 @@ class OmniAudioEncoder(nnx.Module):
         rngs=rngs)
     self.conv1 = conv(cfg.num_mel_bins, 1)
     self.conv2 = conv(d, 2)
-    self.layers = nnx.List([EncoderLayer(cfg, **kw) for _ in range(cfg.encoder_layers)])
+    self.layers = encoder_layers(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.ln_post = layer_norm(d, cfg.layer_norm_eps, **kw)
     self.proj = dense(d, output_dim, (None, "embed"), use_bias=True, **kw)
     self.audio_bos_eos_token = nnx.Param(
@@ -101,9 +105,7 @@ class OmniAudioEncoder(nnx.Module):
     # An empty chunk (past its clip's end) attends to its first slot instead of nothing, so no
     # NaN appears even in rows that are thrown away (their gradients stay finite).
     key_mask = positions_ok | (jnp.arange(s) == 0)[None, :]
-    x = constrain(x, ("batch", None, None))
-    for layer in self.layers:
-      x = constrain(layer(x, key_mask), ("batch", None, None))
+    x = run_layers(self.layers, constrain(x, ("batch", None, None)), key_mask, self.remat)
     x = x.reshape(n, c * s, -1)
     p = (c * s) // 2  # AvgPool1d(2, stride=2) floors an odd length.
     x = x[:, : 2 * p].reshape(n, p, 2, -1).mean(axis=2)

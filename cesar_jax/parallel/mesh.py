@@ -15,8 +15,8 @@ replicate: a batch dimension that does not split over ('data', 'fsdp') is an err
   cache_sh = cache_shardings(cache, mesh)               # a KVCache of NamedShardings
   with jax.set_mesh(mesh): ...                          # models also constrain activations
 
-Logical names used by the models: batch, embed, vocab, heads, kv_heads, mlp, norm (and the
-KV cache's length and kv_head_dim); None means replicated.
+Logical names used by the models: batch, embed, vocab, heads, kv_heads, mlp, norm, layers (the
+stacked layer axis) and the KV cache's length and kv_head_dim; None means replicated.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("mlp", "tensor"),
     ("norm", None),
     ("length", None),
+    ("layers", None),             # the stacked layer axis (models/stack.py): every chip holds
+                                  # its shard of every layer
 )
 
 
@@ -178,21 +180,20 @@ def replicated_dims(state: Any, mesh: Mesh, rules=LOGICAL_RULES) -> list[str]:
 
 
 def cache_shardings(cache: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-  """Shardings for a decoder KVCache: k/v [N, H_kv, S, D] by batch and kv heads, or by head_dim
-  where 'tensor' does not divide the kv heads (Qwen2.5-Omni-7B: 4 kv heads on 8-way tensor
-  parallelism would otherwise hold the whole cache on every chip); a shared prefix's
-  [B, H_kv, P, D] likewise (replicated over the batch axes B does not divide)."""
+  """Shardings for a decoder KVCache: k/v [L, N, H_kv, S, D] by batch and kv heads, or by
+  head_dim where 'tensor' does not divide the kv heads (Qwen2.5-Omni-7B: 4 kv heads on 8-way
+  tensor parallelism would otherwise hold the whole cache on every chip); a shared prefix's
+  [L, B, H_kv, P, D] likewise (replicated over the batch axes B does not divide)."""
   def kv(x):
-    names = ("batch", "kv_heads", "length", "kv_head_dim")
+    names = ("layers", "batch", "kv_heads", "length", "kv_head_dim")
     return NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules))
   def rows(x):
     return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (x.ndim - 1), x.shape, mesh, rules))
   prefix = cache.prefix
   if prefix is not None:
-    prefix = prefix.replace(k=tuple(kv(x) for x in prefix.k), v=tuple(kv(x) for x in prefix.v),
-                            mask=rows(prefix.mask))
+    prefix = prefix.replace(k=kv(prefix.k), v=kv(prefix.v), mask=rows(prefix.mask))
   return cache.replace(
-      k=tuple(kv(x) for x in cache.k), v=tuple(kv(x) for x in cache.v),
+      k=kv(cache.k), v=kv(cache.v),
       mask=batch_sharding(mesh, cache.mask.shape, rules),
       next_position=batch_sharding(mesh, cache.next_position.shape, rules),
       index=NamedSharding(mesh, PartitionSpec()), prefix=prefix)

@@ -100,7 +100,8 @@ def prefill(graphdef: nnx.GraphDef, params: nnx.State, batch: PromptBatch, *, nu
     join = lambda x: jnp.swapaxes(x, 0, 1).reshape((b,) + x.shape[2:])
     logits, cache = jax.lax.map(run, jax.tree.map(split, batch))
     logits = join(logits)
-    cache = cache.replace(k=tuple(map(join, cache.k)), v=tuple(map(join, cache.v)),
+    join_layers = lambda x: jnp.moveaxis(x, 0, 2).reshape((x.shape[1], b) + x.shape[3:])
+    cache = cache.replace(k=join_layers(cache.k), v=join_layers(cache.v),
                           mask=join(cache.mask), next_position=join(cache.next_position),
                           index=cache.index[0])
   cache = decoder_lib.share_prefix(cache, num_samples, max_new_tokens)

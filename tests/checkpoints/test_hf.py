@@ -28,7 +28,7 @@ def _assert_same_logits(model, hf_model, batch):
 
 
 def _flat(model):
-  return {hf._dotted(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}
+  return {name: np.asarray(v) for name, v in hf.flat_parameters(model).items()}
 
 
 def test_key_table_hand_examples():
@@ -88,7 +88,7 @@ def test_bfloat16_load(tmp_path):
   hf.save(model, tmp_path)
   low = hf.load(tmp_path, dtype=jnp.bfloat16)
   assert low.config.param_dtype == "bfloat16" and low.config.dtype == "bfloat16"
-  assert low.language_model.layers[0].mlp.up_proj.kernel.get_value().dtype == jnp.bfloat16
+  assert low.language_model.layers.mlp.up_proj.kernel.get_value().dtype == jnp.bfloat16
   batch = _batch()
   ours, ref = F.jax_forward(low, batch), F.jax_forward(model, batch)
   assert ours.dtype == np.float32
@@ -235,14 +235,16 @@ def test_mesh_load_reads_only_the_slices_each_device_holds(tmp_path, monkeypatch
   monkeypatch.setattr(hf, "safe_open", counting_open)
   mesh = mesh_lib.make_mesh((1, 4, 2))
   sharded = hf.load(tmp_path, mesh=mesh)
-  state = {hf._dotted(p): v.get_value() for p, v in nnx.to_flat_state(nnx.state(sharded))}
+  stacked = nnx.to_flat_state(nnx.state(sharded))
+  for p, v in stacked:
+    assert v.get_value().sharding == mesh_lib.variable_sharding(v, mesh), p
+  state = hf.flat_parameters(sharded)  # per-layer names, as the key tables
   assert state.keys() == plain.keys()
   for k, v in state.items():
     np.testing.assert_array_equal(np.asarray(v), plain[k], err_msg=k)
-    assert v.sharding == mesh_lib.variable_sharding(_variable(sharded, k), mesh)
   # No whole-tensor reads of a split tensor; a replicated one is read once, not per device; a
   # tensor split 8 ways is read as 8 slices of 1/8 each.
-  split = _split_keys(state, spec)
+  split = _split_keys(stacked, spec)
   assert split and not [r for r in reads if r[1] == r[2] and r[0] in split], reads
   replicated = [r[0] for r in reads if r[0] not in split]
   assert len(replicated) == len(set(replicated)) == len(state) - len(split)
@@ -253,15 +255,9 @@ def test_mesh_load_reads_only_the_slices_each_device_holds(tmp_path, monkeypatch
   assert all(np.prod(shape) * 8 == np.prod(full) for _, shape, _ in embed_reads)
 
 
-def _variable(model, name):
-  for p, v in nnx.to_flat_state(nnx.state(model)):
-    if hf._dotted(p) == name:
-      return v
-  raise KeyError(name)
-
-
-def _split_keys(state, spec):
-  """HF keys of the parameters the mesh splits (some dimension sharded)."""
+def _split_keys(stacked, spec):
+  """HF keys of the parameters the mesh splits (some dimension sharded), layer by layer."""
   arch = "qwen2_5_omni" if isinstance(spec, F.OmniSpec) else "qwen2_audio"
-  return {hf.nnx_to_hf(k, arch)[0] for k, v in state.items()
-          if any(s is not None for s in v.sharding.spec)}
+  return {hf.nnx_to_hf(name, arch)[0] for p, v in stacked
+          if any(s is not None for s in v.get_value().sharding.spec)
+          for name, _ in hf._per_layer(p, v)}

@@ -20,7 +20,7 @@ def _batch():
 
 
 def _flat(model):
-  return {hf._dotted(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}
+  return {name: np.asarray(v) for name, v in hf.flat_parameters(model).items()}
 
 
 def _assert_same_logits(model, hf_model, batch):

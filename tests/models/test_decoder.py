@@ -111,9 +111,9 @@ def test_invalid_step_is_invisible(setup):
 def test_init_cache_shapes():
   cfg = F.jax_config(SPEC).text
   cache = decoder.init_cache(cfg, batch_size=3, max_length=7, dtype=jnp.bfloat16)
-  assert len(cache.k) == cfg.num_hidden_layers == len(cache.v)
-  assert cache.k[0].shape == (3, cfg.num_key_value_heads, 7, cfg.kv_head_dim)  # head-major
-  assert cache.k[0].dtype == jnp.bfloat16 and cache.mask.shape == (3, 7)
+  assert cache.k.shape == cache.v.shape == (
+      cfg.num_hidden_layers, 3, cfg.num_key_value_heads, 7, cfg.kv_head_dim)  # head-major
+  assert cache.k.dtype == jnp.bfloat16 and cache.mask.shape == (3, 7)
   assert int(cache.index) == 0
 
 
@@ -146,15 +146,17 @@ def test_shared_prefix_cache_decodes_as_the_repeated_cache(setup):
     return np.stack(out, 1), cache
 
   _, plain = _prefill(model, j["input_ids"], j["attention_mask"], *feats)
-  plain = jax.tree.map(lambda x: x if x.ndim == 0 else jnp.repeat(x, group, axis=0), plain)
+  rows = lambda x, axis=0: jnp.repeat(x, group, axis=axis)  # noqa: E731
+  plain = plain.replace(k=rows(plain.k, 1), v=rows(plain.v, 1), mask=rows(plain.mask),
+                        next_position=rows(plain.next_position))
   expected, _ = run(plain)
 
   prompt_cache = nnx.jit(lambda m, ids, mask, f, fm: m.prefill(
       ids, mask, m.init_cache(ids.shape[0], PROMPT), f, fm)[1])(
           model, j["input_ids"], j["attention_mask"], *feats)
   shared = decoder.share_prefix(prompt_cache, group, steps)
-  assert shared.prefix.k[0].shape[::2] == (2, PROMPT)  # [B, H_kv, P, D]: once per prompt
-  assert shared.k[0].shape[::2] == (2 * group, steps)
+  assert shared.prefix.k.shape[1::2] == (2, PROMPT)  # [L, B, H_kv, P, D]: once per prompt
+  assert shared.k.shape[1::2] == (2 * group, steps)
   got, cache = run(shared)
   np.testing.assert_allclose(got, expected, atol=TOL)
   assert np.abs(expected).max() > 0.5

@@ -48,9 +48,10 @@ def test_sharded_model_gives_the_same_logits(mesh):
                        text_lengths=[4, 9, 2, 6], seed=5, total_length=26)
   ref = F.jax_forward(model, batch)
   sharded = mesh_lib.shard_model(F.random_model(F.jax_config(SPEC), seed=4), mesh)
-  kernel = sharded.language_model.layers[0].mlp.up_proj.kernel.get_value()
-  assert kernel.sharding.spec == P("fsdp", "tensor")
-  assert kernel.addressable_shards[0].data.shape == (SPEC.hidden_size // 2, SPEC.intermediate_size // 2)
+  kernel = sharded.language_model.layers.mlp.up_proj.kernel.get_value()  # [L, E, F], stacked
+  assert kernel.sharding.spec == P(None, "fsdp", "tensor")
+  assert kernel.addressable_shards[0].data.shape == (
+      SPEC.num_hidden_layers, SPEC.hidden_size // 2, SPEC.intermediate_size // 2)
   placed = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh, v.shape)) for k, v in batch.items()}
   assert placed["input_ids"].sharding.spec == P(("data", "fsdp"), None)
   with jax.set_mesh(mesh):  # the models also constrain their activations then
@@ -66,16 +67,16 @@ def test_load_onto_mesh(tmp_path, mesh):
   expected = mesh_lib.state_shardings(nnx.state(loaded), mesh)
   for (path, v), (_, s) in zip(nnx.to_flat_state(nnx.state(loaded)), nnx.to_flat_state(expected)):
     assert v.get_value().sharding.is_equivalent_to(s.get_value(), v.get_value().ndim), path
-  q = loaded.language_model.layers[1].self_attn.q_proj.kernel.get_value()
-  assert q.sharding.spec == P("fsdp", "tensor")
-  np.testing.assert_array_equal(np.asarray(q), np.asarray(model.language_model.layers[1].self_attn.q_proj.kernel.get_value()))
+  q = loaded.language_model.layers.self_attn.q_proj.kernel.get_value()
+  assert q.sharding.spec == P(None, "fsdp", "tensor")
+  np.testing.assert_array_equal(np.asarray(q), np.asarray(model.language_model.layers.self_attn.q_proj.kernel.get_value()))
 
 
 def test_sharded_cache_decode_steps(mesh):
   model = F.random_model(F.jax_config(SPEC), seed=2)
   cache = model.init_cache(4, 16)
   sh = mesh_lib.cache_shardings(cache, mesh)
-  assert sh.k[0].spec == P(("data", "fsdp"), "tensor", None, None)
+  assert sh.k.spec == P(None, ("data", "fsdp"), "tensor", None, None)
   assert sh.mask.spec == P(("data", "fsdp"), None) and sh.index.spec == P()
   tokens = jnp.array([[3, 5, 7, 9], [11, 2, 4, 6]])  # [steps, B]
 
@@ -91,7 +92,7 @@ def test_sharded_cache_decode_steps(mesh):
   sharded = mesh_lib.shard_model(F.random_model(F.jax_config(SPEC), seed=2), mesh)
   with jax.set_mesh(mesh):
     out, placed = run(sharded, jax.device_put(cache, sh))
-  assert placed.v[1].sharding.is_equivalent_to(sh.v[1], 4)  # the step keeps the cache layout
+  assert placed.v.sharding.is_equivalent_to(sh.v, 5)  # the step keeps the cache layout
   np.testing.assert_allclose(out, ref, atol=1e-5)
   assert int(placed.index) == 2
 
@@ -108,8 +109,8 @@ def test_shared_prefix_cache_shards_head_dim_when_kv_heads_do_not_divide():
       model, ids)
   cache = decoder_lib.share_prefix(prompt_cache, 2, 3)  # 2 prompts x G = 2 rows
   sh = mesh_lib.cache_shardings(cache, mesh)
-  assert sh.k[0].spec == P("fsdp", None, None, "tensor")
-  assert sh.prefix.k[0].spec == P("fsdp", None, None, "tensor")
+  assert sh.k.spec == P(None, "fsdp", None, None, "tensor")
+  assert sh.prefix.k.spec == P(None, "fsdp", None, None, "tensor")
   assert sh.prefix.mask.spec == P("fsdp", None)
   tokens = jnp.array([[3, 5, 7, 9], [11, 2, 4, 6]])
   step = nnx.jit(lambda m, t, c: m.decode_step(t, c))

@@ -46,9 +46,9 @@ def random_model(seed: int = 0) -> audio_lm.AudioLM:
 def scripted_model(margin: float = 4.0) -> audio_lm.AudioLM:
   model = random_model()
   lm = model.language_model
-  for layer in lm.layers:
-    layer.self_attn.o_proj.kernel[...] = jnp.zeros_like(layer.self_attn.o_proj.kernel[...])
-    layer.mlp.down_proj.kernel[...] = jnp.zeros_like(layer.mlp.down_proj.kernel[...])
+  layers = lm.layers  # stacked: every layer's kernel at once
+  layers.self_attn.o_proj.kernel[...] = jnp.zeros_like(layers.self_attn.o_proj.kernel[...])
+  layers.mlp.down_proj.kernel[...] = jnp.zeros_like(layers.mlp.down_proj.kernel[...])
   vocab, hidden = lm.config.vocab_size, lm.config.hidden_size
   emb = jax.random.normal(jax.random.key(1), (vocab, hidden))
   lm.embed_tokens.embedding[...] = emb
