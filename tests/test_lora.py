@@ -202,3 +202,22 @@ def test_qlora_int8_base_runs_every_path_and_merges(base, tmp_path):
   lora.export(model, tmp_path / "export", _section(weight_qtype="int8"))
   np.testing.assert_allclose(np.asarray(_logits(hf.load(tmp_path / "export"), ids)),
                              np.asarray(full), atol=1e-4)
+
+
+def test_a_bfloat16_base_with_float32_adapters_keeps_the_compute_dtype(base):
+  """As the LoRA jobs build it (`model_store.add_adapters`): float32 adapter deltas would promote
+  the residual stream to float32 (and break the layer scan's carry); the stream stays bf16."""
+  cfg = base.config.replace(dtype="bfloat16")
+  model = model_store.init_model(cfg, seed=0)
+  model_store.add_adapters(model, _section(), None, seed=0, master=jnp.float32)
+  assert model.language_model.layers.self_attn.q_proj.kernel_lora_a[...].dtype == jnp.float32
+  assert model.language_model.layers.self_attn.q_proj.kernel[...].dtype == jnp.bfloat16
+  _randomize_adapters(model)
+  ids = _ids(cfg.text.vocab_size)
+  hidden = nnx.jit(lambda m, ids: m.language_model(m.language_model.embed(ids)))(model, ids)
+  assert hidden.dtype == jnp.bfloat16
+  logits, _ = nnx.jit(lambda m, ids: m.prefill(ids, jnp.ones_like(ids), m.init_cache(2, 16)))(
+      model, ids)
+  full = _logits(model, ids)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(full[:, -1]), atol=0.1)
+  assert bool(jnp.all(jnp.isfinite(full)))

@@ -296,9 +296,12 @@ class DecoderLayer(nnx.Module):
     self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
 
   def __call__(self, x, cos, sin, mask, kv=None, index=None, is_causal=False, prefix=None):
+    """The residual stream keeps x's dtype (the compute dtype): float32 LoRA adapters on a
+    bfloat16 base return float32 deltas, which would otherwise promote it (and a scan's carry
+    must keep its dtype)."""
     h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, index, is_causal, prefix)
-    x = x + h
-    return x + self.mlp(self.post_attention_layernorm(x)), kv
+    x = x + h.astype(x.dtype)
+    return x + self.mlp(self.post_attention_layernorm(x)).astype(x.dtype), kv
 
 
 class Decoder(nnx.Module):
