@@ -18,8 +18,8 @@ KV cache API (everything static-shape, traced indices, no Python loop over token
   logits = decoder.logits(hidden[:, -1])                                       # f32[B, V]
 
 Layers are one stacked module run under `jax.lax.scan` (models/stack.py): compiled once,
-whatever the depth. `KVCache` is a pytree (`flax.struct.dataclass`): `k`, `v`: [L, B, H_kv, S, D]
-(layer first, as the stacked parameters);
+whatever the depth. `KVCache` is a pytree (`flax.struct.dataclass`): `k`, `v`:
+[L, B, H_kv, S, D] (layer first, as the stacked parameters);
 `mask`: bool[B, S] (slot holds a real token); `next_position`: int32[B] (RoPE position of the
 next real token per row); `index`: int32[] (next slot to write, shared by all rows). `prefill`
 attends among the T prompt tokens only and writes slots [0, T); `extend` writes T new tokens
@@ -85,8 +85,9 @@ class KVCache:
 
 def init_cache(cfg: DecoderConfig, batch_size: int, max_length: int,
                dtype=jnp.float32) -> KVCache:
-  """An empty cache for `batch_size` rows of `max_length` slots (head-major [B, H_kv, S, D])."""
-  shape = (cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, max_length, cfg.kv_head_dim)
+  """An empty cache for `batch_size` rows of `max_length` slots ([L, B, H_kv, S, D])."""
+  shape = (cfg.num_hidden_layers, batch_size, cfg.num_key_value_heads, max_length,
+           cfg.kv_head_dim)
   return KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                  mask=jnp.zeros((batch_size, max_length), bool),
                  next_position=jnp.zeros((batch_size,), jnp.int32),
