@@ -24,9 +24,9 @@ budget fixed below; per arm the seeds' slopes and the pooled curve; CESAR minus 
 GRPO alone from a saved SFT model (e.g. to try settings): copy a finished WORKDIR/sft into a
 new workdir and run the demo there; finished stages are restored, not retrained.
 
-Time at scale=1: 8 min 0 s wall on the project's 2 cores (`make demo`, load 2.9 before and 1.5
-after, a short test run beside it for 2 min; docs/results.md has the stages and the results);
-with the previous 100 GRPO steps it was 5 min 58 s idle. scale=2, three arms x 3 seeds, at 100
+Time at scale=1: 6 min 38 s wall on the project's 2 idle cores (`make demo`, 2026-12-01 19:35
+UTC, layers under a scan; docs/results.md has the stages and the results); 8 min 0 s before the
+scan with a short test run beside it. scale=2, three arms x 3 seeds, at 100
 steps per unit of scale: 39 min at load 6-8 (`configs/demo.py:scale=2,seeds=3,arms=outcome,cesar,mpar2`).
 
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
