@@ -34,7 +34,9 @@ def log_mel_spectrogram(waveform: np.ndarray, n_mels: int = 128, n_fft: int = N_
   frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop_length][:, :count]
   spectrum = np.fft.rfft(frames * window, n=n_fft, axis=-1)  # [B, F, n_fft // 2 + 1]
   power = spectrum.real ** 2 + spectrum.imag ** 2
-  mel = np.einsum("bfk,km->bmf", power, jax_features.mel_filters(n_mels, n_fft).astype(np.float64))
+  # A matmul (BLAS), not np.einsum: without `optimize` einsum does not call BLAS (a 2 s
+  # clip: 1.1 ms that way, 0.12 ms this way, on the project CPU).
+  mel = np.swapaxes(power @ jax_features.mel_filters(n_mels, n_fft).astype(np.float64), 1, 2)
   log_spec = np.log10(np.maximum(mel, 1e-10))
   log_spec = np.maximum(log_spec, log_spec.max(axis=(1, 2), keepdims=True) - 8.0)
   return ((log_spec + 4.0) / 4.0).astype(np.float32)
