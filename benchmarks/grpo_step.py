@@ -93,15 +93,20 @@ def ours(steps: int, warmup: int, workdir: str, remat: str) -> dict:
                        "sampler": trainer.sampler.compile_count}}
 
 
+def run_json(name: str, argv: list[str], env: dict) -> dict:
+  """Runs `argv` in its own interpreter and returns its last stdout line, JSON."""
+  proc = subprocess.run(argv, env=env, text=True, capture_output=True, timeout=3600)
+  if proc.returncode:
+    raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def ours_apart(steps: int, warmup: int, workdir: str, remat: str) -> dict:
   """`ours` in a fresh interpreter, as each peer runs: every round starts from a new process
   (in one process the rounds slowed down one after another: 0.31 -> 0.42 -> 0.46 s/step)."""
-  proc = subprocess.run([sys.executable, __file__, "--_ours", json.dumps(
-      dict(steps=steps, warmup=warmup, workdir=workdir, remat=remat))], text=True,
-      capture_output=True, timeout=3600, env=dict(os.environ, HF_HUB_OFFLINE="1"))
-  if proc.returncode:
-    raise RuntimeError(f"cesar_jax failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  child = json.dumps(dict(steps=steps, warmup=warmup, workdir=workdir, remat=remat))
+  return run_json("cesar_jax", [sys.executable, __file__, "--_ours", child],
+                  dict(os.environ, HF_HUB_OFFLINE="1"))
 
 
 def peer(name: str, python: str, work: dict) -> dict:
@@ -110,11 +115,7 @@ def peer(name: str, python: str, work: dict) -> dict:
     return {"impl": name, "skipped": f"no interpreter at {python!r} (make bench sets it up)"}
   env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", JAX_PLATFORMS="cpu",
              PYTHONPATH=str(REPO))
-  proc = subprocess.run([python, str(PEERS / f"{name}_grpo.py"), json.dumps(work)], env=env,
-                        text=True, capture_output=True, timeout=3600)
-  if proc.returncode:
-    raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return run_json(name, [python, str(PEERS / f"{name}_grpo.py"), json.dumps(work)], env)
 
 
 def combine(rounds: list[dict]) -> dict:

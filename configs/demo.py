@@ -25,9 +25,10 @@ GRPO alone from a saved SFT model (e.g. to try settings): copy a finished WORKDI
 new workdir and run the demo there; finished stages are restored, not retrained.
 
 Time at scale=1: 6 min 38 s wall on the project's 2 idle cores (`make demo`, 2026-12-01 19:35
-UTC, layers under a scan; docs/results.md has the stages and the results); 8 min 0 s before the
-scan with a short test run beside it. scale=2, three arms x 3 seeds, at 100
-steps per unit of scale: 39 min at load 6-8 (`configs/demo.py:scale=2,seeds=3,arms=outcome,cesar,mpar2`).
+UTC, layers under a scan; docs/results.md has the stages and the results); 9 min 56 s on the same
+idle host in a slower spell (`time make demo`, 22:46 UTC, load 0.9-1.7, report.json
+byte-identical); 8 min 0 s before the scan with a short test run beside it. scale=2, three
+arms x 3 seeds, at 100 steps per unit of scale: 39 min at load 6-8 (`configs/demo.py:scale=2,seeds=3,arms=outcome,cesar,mpar2`).
 
 Args: `scale=N` multiplies SFT/GRPO steps, training examples and test items; `seeds=N` GRPO
 seeds per arm; `arms=outcome,cesar` (any presets `cesar_jax.rewards.PRESETS` knows; `+` also
