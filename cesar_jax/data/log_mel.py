@@ -30,9 +30,10 @@ def mel_bands(n_mels: int, n_fft: int = N_FFT) -> tuple[np.ndarray, np.ndarray]:
   Why bands, not the dense [K, M] product: a triangular filter covers at most W of the K bins
   (W = 9 of 201 for 128 mels at n_fft 400), so the band product does ~W / K of the dense one's
   work (a 2 s clip: 0.2 vs 1.2 ms) and adds the same nonzero terms in the same order (equal to
-  the dense product bit for bit, tests/data/test_log_mel.py). And no BLAS: a BLAS matmul is as
-  fast, but OpenBLAS's threads then spin for ~0.1 s of CPU after each call, taking a core from
-  the XLA:CPU program that runs next (the GRPO benchmark's sampling phase, docs/benchmarks.md).
+  the dense product bit for bit, tests/data/test_log_mel.py). And no BLAS: a BLAS matmul is
+  about as fast, but OpenBLAS's threads then spin for ~0.1 s of CPU after each call, taking a
+  core from the XLA:CPU program that runs next (the GRPO benchmark's sampling phase,
+  docs/benchmarks.md).
   """
   filters = jax_features.mel_filters(n_mels, n_fft).astype(np.float64)
   nonzero = filters != 0
