@@ -46,6 +46,12 @@ def mel_bands(n_mels: int, n_fft: int = N_FFT) -> tuple[np.ndarray, np.ndarray]:
   return rows, weights
 
 
+def mel_projection(power: np.ndarray, n_mels: int, n_fft: int = N_FFT) -> np.ndarray:
+  """f64[B, F, K] power spectra -> f64[B, n_mels, F] mel energies, on the bands of `mel_bands`."""
+  rows, weights = mel_bands(n_mels, n_fft)
+  return np.einsum("bfmw,mw->bmf", power[:, :, rows], weights, optimize=False)
+
+
 def log_mel_spectrogram(waveform: np.ndarray, n_mels: int = 128, n_fft: int = N_FFT,
                         hop_length: int = HOP_LENGTH) -> np.ndarray:
   """f32[B, N] padded 16 kHz waveforms (N a multiple of hop) -> f32[B, n_mels, N // hop]."""
@@ -59,8 +65,7 @@ def log_mel_spectrogram(waveform: np.ndarray, n_mels: int = 128, n_fft: int = N_
   frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop_length][:, :count]
   spectrum = np.fft.rfft(frames * window, n=n_fft, axis=-1)  # [B, F, n_fft // 2 + 1]
   power = spectrum.real ** 2 + spectrum.imag ** 2
-  rows, weights = mel_bands(n_mels, n_fft)
-  mel = np.einsum("bfmw,mw->bmf", power[:, :, rows], weights, optimize=False)
+  mel = mel_projection(power, n_mels, n_fft)
   log_spec = np.log10(np.maximum(mel, 1e-10))
   log_spec = np.maximum(log_spec, log_spec.max(axis=(1, 2), keepdims=True) - 8.0)
   return ((log_spec + 4.0) / 4.0).astype(np.float32)
